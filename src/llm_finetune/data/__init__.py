@@ -1,0 +1,1 @@
+"""Data layer: read sources, align them to the canonical schema, split them."""

@@ -1,0 +1,1 @@
+"""Models: the registry of base models, their materialisation and loading."""

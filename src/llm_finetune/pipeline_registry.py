@@ -1,0 +1,11 @@
+"""Project pipelines."""
+
+from kedro.pipeline import Pipeline
+
+from llm_finetune.pipelines import data, evaluation, sft
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    data_pipeline = data.create_pipeline()
+    sft_pipeline = data_pipeline + sft.create_pipeline() + evaluation.create_pipeline()
+    return {"data": data_pipeline, "sft": sft_pipeline, "__default__": sft_pipeline}

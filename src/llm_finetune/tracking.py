@@ -1,0 +1,101 @@
+"""MLflow tracking beyond what kedro-mlflow logs (it logs parameters and opens the run).
+
+* :class:`MlflowLossCallback` logs per-step train/val loss and learning rate while training.
+* :class:`TrackingHook` logs, after each dataset save: model folders (the adapter) as
+  artifacts, figures as images, and numeric metrics dicts as metrics; and once per run the
+  git commit and package versions as tags.
+
+kedro-mlflow's ``MlflowArtifactDataset`` cannot wrap a versioned dataset on kedro 1.7
+(``VersionAlreadyExistsError``), hence a hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from numbers import Number
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+
+class MlflowLossCallback(TrainerCallback):
+    """Log ``train_loss``, ``val_loss`` and ``learning_rate`` at each logging step."""
+
+    KEYS = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if mlflow.active_run() is None or not logs:
+            return
+        metrics = {name: float(logs[key]) for key, name in self.KEYS.items() if isinstance(logs.get(key), Number)}
+        if metrics:
+            mlflow.log_metrics(metrics, step=state.global_step)
+
+
+def flatten_metrics(data: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as ``a.b.c`` keys (bools and None are skipped)."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten_metrics(value, f"{name}.")
+        elif isinstance(value, Number) and not isinstance(value, bool):
+            flat[name] = float(value)
+    return flat
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class TrackingHook:
+    """Send artifacts, figures and metrics to the active MLflow run as datasets are saved.
+
+    Args:
+        artifact_folders: datasets whose saved folder is logged as an artifact.
+        metric_datasets: datasets holding (nested) dicts of numbers, logged as metrics.
+    """
+
+    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: tuple[str, ...] = ()):
+        self.artifact_folders = set(artifact_folders)
+        self.metric_datasets = set(metric_datasets)
+        self._catalog = None
+        self._tagged = False
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+        self._tagged = False
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        if self._tagged or mlflow.active_run() is None:
+            return
+        from llm_finetune.pipelines.sft.nodes import package_versions
+
+        tags = {f"version.{k}": v for k, v in package_versions().items()}
+        commit = git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        mlflow.set_tags(tags)
+        self._tagged = True
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data) -> None:
+        if mlflow.active_run() is None:
+            return
+        if dataset_name in self.artifact_folders:
+            folder = getattr(self._catalog.get(dataset_name), "last_saved_path", None)
+            if folder is not None:
+                mlflow.log_artifacts(str(folder), artifact_path=dataset_name)
+                logger.info("Logged %s (%s) to MLflow", dataset_name, folder)
+        if dataset_name in self.metric_datasets and isinstance(data, dict):
+            mlflow.log_metrics(flatten_metrics(data))
+        if type(data).__name__ == "Figure":
+            mlflow.log_figure(data, f"{dataset_name}.png")

@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny tokenizer and a tiny random Llama, built on the fly (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "data" / "01_raw" / "demo_instructions.json"
+REAL_DATA = REPO.parent / "shared" / "data" / "real"
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def real_data(name: str) -> Path:
+    """Path of a file in ../shared/data/real, or skip the test when it is absent."""
+    path = REAL_DATA / name
+    if not path.is_file():
+        pytest.skip(f"real data {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+def build_tiny_tokenizer(folder: Path):
+    """A byte-level BPE tokenizer trained on the demo data, with ChatML special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rows = json.loads(DEMO_DATA.read_text())
+    texts = [" ".join((r["instruction"], r["input"], r["output"])) for r in rows]
+    texts.append("Below is an instruction that describes a task. Write a response that appropriately "
+                 "completes the request. ### Instruction: ### Input: ### Response:")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                        bos_token="<|im_start|>")
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_tiny_llama(folder: Path) -> Path:
+    """A 2-layer random Llama with the tiny tokenizer, saved as a transformers folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         bos_token_id=tokenizer.bos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from llm_finetune.models.loading import load_tokenizer
+
+    return load_tokenizer(tiny_model_dir)
+
+
+def alpaca_record(instruction: str, output: str, user_input: str = "", **meta) -> dict:
+    """A canonical record as `align` makes it from an alpaca row."""
+    user = f"{instruction}\n\n{user_input}" if user_input else instruction
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": output}],
+            "system": None, "tools": None, "meta": {"instruction": instruction, "input": user_input, **meta}}

@@ -1,0 +1,141 @@
+"""End-to-end `kedro run --pipeline sft --env test` in a scratch copy of the project.
+
+Real components throughout: the kedro CLI, the catalog, kedro-mlflow with its sqlite store,
+peft, a tiny random Llama built by the fixture, and (for the LLM judge) a local HTTP server
+on 127.0.0.1 that speaks the OpenAI-compatible protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tests.conftest import REPO
+from tests.judging.fake_servers import FakeJudge, closed_port_url, serve
+
+pytestmark = pytest.mark.e2e
+KEDRO = str(Path(sys.executable).with_name("kedro"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A scratch project: pyproject, conf and the demo data (runs write only here)."""
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "pyproject.toml", root)
+    (root / "src").mkdir()  # kedro wants the folder; the package itself is installed in the venv
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    raw = root / "data" / "01_raw"
+    raw.mkdir(parents=True)
+    shutil.copy(REPO / "data" / "01_raw" / "demo_instructions.json", raw)
+    return root
+
+
+def kedro(project: Path, *args: str, params: dict | None = None) -> subprocess.CompletedProcess:
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [KEDRO, *args]
+    if params:
+        command += ["--params", ",".join(f"{k}={v}" for k, v in params.items())]
+    return subprocess.run(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+
+
+def latest(project: Path, relative: str):
+    folder = project / relative
+    version = sorted(p.name for p in folder.iterdir())[-1]
+    return json.loads((folder / version / folder.name).read_text())
+
+
+def versions(project: Path, relative: str) -> list[str]:
+    folder = project / relative
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture(scope="module")
+def two_runs(project, tiny_model_dir):
+    params = {"model_registry.tiny-llama.path": str(tiny_model_dir)}
+    first = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
+    assert first.returncode == 0, first.stdout[-4000:]
+    summary_1 = latest(project, "data/08_reporting/summary_metrics.json")
+    second = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
+    assert second.returncode == 0, second.stdout[-4000:]
+    return first, second, summary_1, latest(project, "data/08_reporting/summary_metrics.json")
+
+
+def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs):
+    for relative in ("data/01_raw/snapshots/raw_records.json", "data/03_primary/test_records.json",
+                     "data/05_model_input/train_tokens.json", "data/06_models/adapter", "data/06_models/base_model",
+                     "data/07_model_output/tuned_responses.json", "data/08_reporting/loss_curve.png",
+                     "data/08_reporting/base_vs_tuned.csv"):
+        assert len(versions(project, relative)) == 2, relative
+    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    assert {"adapter_model.safetensors", "prompt_template.json", "tokenizer_config.json", "training_params.json",
+            "base_model.json"} <= {p.name for p in adapter.iterdir()}
+    train = latest(project, "data/03_primary/train_records.json")
+    test = latest(project, "data/03_primary/test_records.json")
+    assert (len(train), len(test)) == (102, 12)
+    responses = latest(project, "data/07_model_output/tuned_responses.json")
+    assert {"instruction", "input", "output", "model_response"} <= set(responses[0])
+
+
+def test_rerun_gives_identical_metrics_and_reuses_the_base_model(project, two_runs):
+    first, second, summary_1, summary_2 = two_runs
+    for part in ("base", "tuned", "delta"):
+        assert summary_1[part] == summary_2[part]
+    for key in ("final_train_loss", "final_val_loss", "global_steps"):
+        assert summary_1["train"][key] == summary_2["train"][key]
+    assert {"base", "tuned", "delta", "train"} <= set(summary_1)
+    assert "Reusing materialised base model" not in first.stdout
+    assert "Reusing materialised base model" in second.stdout
+    assert latest(project, "data/06_models/base_model_info.json")["reused"] is True
+
+
+def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_runs):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient()
+    experiment = client.get_experiment_by_name("llm_finetune")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.params["train.lora.r"] == "16"
+        assert "tuned.exact_match" in run.data.metrics and "base.exact_match" in run.data.metrics
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 6
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
+        assert "adapter/adapter_model.safetensors" in artifacts
+        assert "loss_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert run.data.tags.get("version.torch")
+
+
+def test_unreachable_judge_stops_the_run_before_training(project, tiny_model_dir):
+    url = closed_port_url() + "/v1"
+    before = versions(project, "data/06_models/adapter")
+    result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
+                   params={"model_registry.tiny-llama.path": str(tiny_model_dir), "judge.llm.api": "openai",
+                           "judge.llm.url": url, "judge.llm.model": "judge"})
+    assert result.returncode != 0
+    assert url in result.stdout and "unreachable" in result.stdout
+    assert versions(project, "data/06_models/adapter") == before
+    assert "Running node: train" not in result.stdout
+
+
+def test_llm_judge_scores_every_response_through_an_openai_compatible_server(project, tiny_model_dir, two_runs):
+    judge = FakeJudge(answer=lambda prompt: "I'd rate it 85 out of 100" if len(prompt) % 2 else "no idea")
+    with serve(judge.openai) as base_url:
+        result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
+                       params={"model_registry.tiny-llama.path": str(tiny_model_dir), "judge.llm.api": "openai",
+                               "judge.llm.url": base_url + "/v1", "judge.llm.model": "judge-model"})
+    assert result.returncode == 0, result.stdout[-4000:]
+    judged = latest(project, "data/07_model_output/tuned_judgments.json")
+    assert len(judged) == 12 and all("llm_score" in row and "llm_raw" in row for row in judged)
+    summary = latest(project, "data/08_reporting/summary_metrics.json")["tuned"]
+    assert summary["llm_total"] == 12 and summary["llm_scored"] + summary["llm_unparsable"] == 12
+    assert {row["llm_score"] for row in judged} <= {85, None}
+    assert len(judge.chat_requests) == 24  # base and tuned responses, each judged once
