@@ -4,8 +4,13 @@ from kedro.config import OmegaConfigLoader
 
 from llm_finetune.tracking import TrackingHook
 
-HOOKS = (TrackingHook(artifact_folders=("adapter",), metric_datasets=("summary_metrics", "train_tokenize_stats",
-                                                                      "align_report")),)
+HOOKS = (
+    TrackingHook(
+        artifact_folders=("adapter",),
+        metric_datasets={"summary_metrics": "", "align_report": "align.", "train_tokenize_stats": "tokenize.train.",
+                         "val_tokenize_stats": "tokenize.val."},
+    ),
+)
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # "soft" merging lets conf/local or conf/test override single nested keys (e.g. train.max_steps)
 CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local", "merge_strategy": {"parameters": "soft"}}

@@ -59,12 +59,13 @@ class TrackingHook:
 
     Args:
         artifact_folders: datasets whose saved folder is logged as an artifact.
-        metric_datasets: datasets holding (nested) dicts of numbers, logged as metrics.
+        metric_datasets: dataset name -> metric-name prefix, for datasets holding (nested)
+            dicts of numbers, e.g. ``{"summary_metrics": "", "align_report": "align."}``.
     """
 
-    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: tuple[str, ...] = ()):
+    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: dict[str, str] | None = None):
         self.artifact_folders = set(artifact_folders)
-        self.metric_datasets = set(metric_datasets)
+        self.metric_datasets = dict(metric_datasets or {})
         self._catalog = None
         self._tagged = False
 
@@ -96,6 +97,6 @@ class TrackingHook:
                 mlflow.log_artifacts(str(folder), artifact_path=dataset_name)
                 logger.info("Logged %s (%s) to MLflow", dataset_name, folder)
         if dataset_name in self.metric_datasets and isinstance(data, dict):
-            mlflow.log_metrics(flatten_metrics(data))
+            mlflow.log_metrics(flatten_metrics(data, self.metric_datasets[dataset_name]))
         if type(data).__name__ == "Figure":
             mlflow.log_figure(data, f"{dataset_name}.png")

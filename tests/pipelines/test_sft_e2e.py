@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, real_data
 from tests.judging.fake_servers import FakeJudge, closed_port_url, serve
 
 pytestmark = pytest.mark.e2e
@@ -139,3 +139,14 @@ def test_llm_judge_scores_every_response_through_an_openai_compatible_server(pro
     assert summary["llm_total"] == 12 and summary["llm_scored"] + summary["llm_unparsable"] == 12
     assert {row["llm_score"] for row in judged} <= {85, None}
     assert len(judge.chat_requests) == 24  # base and tuned responses, each judged once
+
+
+def test_the_books_data_runs_through_the_same_pipeline(project, tiny_model_dir):
+    book = real_data("book_instruction_data.json")
+    result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
+                   params={"model_registry.tiny-llama.path": str(tiny_model_dir), "data.source.path": str(book),
+                           "data.source.max_rows": 0})
+    assert result.returncode == 0, result.stdout[-4000:]
+    splits = [len(latest(project, f"data/03_primary/{name}_records.json")) for name in ("train", "val", "test")]
+    assert splits == [935, 55, 110]
+    assert len(latest(project, "data/07_model_output/tuned_judgments.json")) == 110

@@ -27,10 +27,7 @@ from typing import Any, Literal
 
 import httpx
 
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # tqdm is optional; progress is then simply not shown
-    tqdm = None
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -325,10 +322,7 @@ def judge_records(
     )
     with client, ThreadPoolExecutor(max_workers=endpoint.concurrency) as pool:
         futures = {pool.submit(judge_one, client, endpoint, p): i for i, p in enumerate(prompts)}
-        done = as_completed(futures)
-        if tqdm is not None:
-            done = tqdm(done, total=len(futures), desc="LLM judge", unit="row")
-        for future in done:
+        for future in tqdm(as_completed(futures), total=len(futures), desc="LLM judge", unit="row"):
             results[futures[future]] = future.result()
     return results
 

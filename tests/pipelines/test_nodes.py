@@ -1,0 +1,91 @@
+"""Node functions of the data, sft and evaluation pipelines, on the tiny model."""
+
+import json
+
+import pytest
+
+from llm_finetune.judging import JudgeEndpointError
+from llm_finetune.pipelines.data.nodes import align_records, download_raw_data, split_dataset
+from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses
+from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, tokenize_split
+from llm_finetune.tracking import flatten_metrics
+from tests.conftest import DEMO_DATA, alpaca_record
+from tests.judging.fake_servers import closed_port_url
+
+DATA = {"format": "alpaca", "columns": {}, "max_quarantine_share": 0.05}
+TRAIN = {"seed": 1, "precision": "fp32", "epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "lora": {}}
+JUDGE = {"exact_match_rows": "auto", "max_reference_words": 4, "llm": None}
+
+
+def test_data_nodes_on_the_demo_file():
+    raw = download_raw_data({"path": str(DEMO_DATA), "max_rows": 200})
+    aligned, quarantined, report = align_records(raw, DATA)
+    assert report == {"rows_in": 200, "rows_kept": 200, "rows_quarantined": 0, "quarantined_by_reason": {}}
+    train, val, test = split_dataset(aligned, {"train_fraction": 0.85, "test_fraction": 0.1, "seed": 3})
+    assert (len(train), len(val), len(test)) == (170, 10, 20)
+    assert {"family", "verifiable"} <= set(test[0]["meta"])
+    with pytest.raises(ValueError, match="data.format 'sharegpt' is not supported"):
+        align_records(raw, DATA | {"format": "sharegpt"})
+
+
+def test_preflight_fails_fast_on_config_mistakes(tiny_model_dir):
+    registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
+    tokenize = {"template": "alpaca"}
+    report = preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE, {})
+    assert report["precision"] == "fp32" and report["llm_judge"] is None
+    with pytest.raises(ValueError, match="Unknown template"):
+        preflight_checks("tiny", registry, {"template": "nope"}, TRAIN, JUDGE, {})
+    with pytest.raises(ValueError, match="train parameters lack: lora"):
+        preflight_checks("tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, JUDGE, {})
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        preflight_checks("bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, JUDGE, {})
+    url = closed_port_url("/v1")
+    with pytest.raises(JudgeEndpointError, match=url):
+        preflight_checks("tiny", registry, tokenize, TRAIN,
+                         JUDGE | {"llm": {"api": "openai", "url": url, "model": "m"}}, {})
+
+
+def test_prepare_tokenize_and_generate_with_the_adapter_template(tiny_model_dir, tmp_path):
+    registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
+    folder, info = prepare_base_model("tiny", registry, tmp_path / "cache", {})
+    assert info["reused"] is False and prepare_base_model("tiny", registry, tmp_path / "cache", {})[1]["reused"]
+    records = [alpaca_record("Say hi", "hi", family="greet", verifiable=True)]
+    rows, quarantined, stats = tokenize_split(records, folder, {"template": "tokenizer", "cutoff_len": 64,
+                                                                "mask_prompt": True})
+    assert stats["rows"] == 1 and not quarantined
+    adapter = tmp_path / "adapter"
+    _save_untrained_adapter(folder, adapter, template="tokenizer")
+    responses = generate_tuned_responses(records, folder, adapter, {"batch_size": 4, "max_new_tokens": 4,
+                                                                   "precision": "fp32"})
+    assert responses[0]["template"] == "tokenizer" and responses[0]["output"] == "hi"
+
+
+def _save_untrained_adapter(base, folder, template):
+    from peft import get_peft_model
+
+    from llm_finetune.models.loading import load_causal_lm, load_tokenizer
+    from llm_finetune.training import lora_config
+
+    model = get_peft_model(load_causal_lm(base), lora_config({"r": 2, "alpha": 4, "dropout": 0.0,
+                                                              "target_modules": "all-linear"}))
+    model.save_pretrained(folder)
+    load_tokenizer(base).save_pretrained(folder)  # as train_adapter does
+    (folder / "prompt_template.json").write_text(json.dumps({"template": template}))
+
+
+def _responses(answers):
+    return [{"instruction": "Add.", "input": "2 + 3", "output": "5", "family": "addition", "verifiable": True,
+             "prompt_input": "### Instruction:\nAdd.", "model_response": answer} for answer in answers]
+
+
+def test_judge_and_report_nodes():
+    base, base_summary = judge_responses(_responses(["The answer is 5.", "6"]), JUDGE, {})
+    tuned, tuned_summary = judge_responses(_responses(["5", "5."]), JUDGE, {})
+    assert [row["exact_match"] for row in base] == [False, False]
+    assert tuned_summary["exact_match"] == 1.0 and tuned_summary["exact_match_by_family"] == {"addition": 1.0}
+    history = [{"step": 1, "split": "train", "loss": 2.0}, {"step": 2, "split": "val", "loss": 1.5}]
+    summary, figure, table = build_report(base, tuned, base_summary, tuned_summary, history, {"precision": "fp32"})
+    assert summary["delta"]["exact_match"] == 1.0
+    assert list(table["tuned_exact_match"]) == [True, True] and len(table) == 2
+    assert figure.axes[0].get_legend_handles_labels()[1] == ["train loss", "val loss"]
+    assert flatten_metrics(summary)["tuned.exact_match_by_family.addition"] == 1.0
