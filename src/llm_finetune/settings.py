@@ -8,7 +8,9 @@ HOOKS = (
     TrackingHook(
         artifact_folders=("adapter",),
         metric_datasets={"summary_metrics": "", "align_report": "align.", "train_tokenize_stats": "tokenize.train.",
-                         "val_tokenize_stats": "tokenize.val."},
+                         "val_tokenize_stats": "tokenize.val.", "eval_summary_metrics": "",
+                         "base_generation_timing": "generation.base.", "tuned_generation_timing": "generation.tuned."},
+        text_artifacts=("evaluation_report", "eval_report"),
     ),
 )
 CONFIG_LOADER_CLASS = OmegaConfigLoader

@@ -31,7 +31,7 @@ def check_template(name: str, tokenizer=None) -> None:
 def alpaca_input(record: dict) -> str:
     """The book's ``format_input``: header, instruction and (when present) input."""
     meta = record.get("meta") or {}
-    instruction = meta.get("instruction", _last_user(record))
+    instruction = meta["instruction"] if "instruction" in meta else _last_user(record)
     user_input = meta.get("input", "")
     text = f"{ALPACA_HEADER}\n\n### Instruction:\n{instruction}"
     return text + (f"\n\n### Input:\n{user_input}" if user_input else "")

@@ -2,8 +2,8 @@
 
 * :class:`MlflowLossCallback` logs per-step train/val loss and learning rate while training.
 * :class:`TrackingHook` logs, after each dataset save: model folders (the adapter) as
-  artifacts, figures as images, and numeric metrics dicts as metrics; and once per run the
-  git commit and package versions as tags.
+  artifacts, figures as images, tables as CSV, reports as markdown, and numeric metrics
+  dicts as metrics; and once per run the git commit and package versions as tags.
 
 kedro-mlflow's ``MlflowArtifactDataset`` cannot wrap a versioned dataset on kedro 1.7
 (``VersionAlreadyExistsError``), hence a hook.
@@ -61,10 +61,14 @@ class TrackingHook:
         artifact_folders: datasets whose saved folder is logged as an artifact.
         metric_datasets: dataset name -> metric-name prefix, for datasets holding (nested)
             dicts of numbers, e.g. ``{"summary_metrics": "", "align_report": "align."}``.
+        text_artifacts: datasets holding markdown text, logged as ``<name>.md``.
+    DataFrames are logged as ``tables/<name>.csv`` and figures as ``<name>.png``.
     """
 
-    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: dict[str, str] | None = None):
+    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: dict[str, str] | None = None,
+                 text_artifacts: tuple[str, ...] = ()):
         self.artifact_folders = set(artifact_folders)
+        self.text_artifacts = set(text_artifacts)
         self.metric_datasets = dict(metric_datasets or {})
         self._catalog = None
         self._tagged = False
@@ -100,3 +104,7 @@ class TrackingHook:
             mlflow.log_metrics(flatten_metrics(data, self.metric_datasets[dataset_name]))
         if type(data).__name__ == "Figure":
             mlflow.log_figure(data, f"{dataset_name}.png")
+        elif type(data).__name__ == "DataFrame":
+            mlflow.log_text(data.to_csv(index=False), f"tables/{dataset_name}.csv")
+        elif isinstance(data, str) and dataset_name in self.text_artifacts:
+            mlflow.log_text(data, f"{dataset_name}.md")

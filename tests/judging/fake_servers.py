@@ -2,13 +2,15 @@
 
 ``serve(logic)`` runs a real ``ThreadingHTTPServer`` on an ephemeral port in a
 background thread and yields its base URL; ``logic`` maps a :class:`Request`
-to ``(status, json_body)``. :class:`FakeJudge` provides scripted logic for
-both protocols and records every request it receives.
+to ``(status, json_body)``, or ``(status, Raw(...))`` to send bytes that are not
+JSON. :class:`FakeJudge` provides scripted logic for both protocols and records
+every request it receives.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -19,6 +21,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 Reply = tuple[int, Any]
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A body sent verbatim instead of being JSON-encoded (garbage, HTML, truncated JSON)."""
+
+    body: bytes | str
+    content_type: str = "text/plain"
+
+    def encoded(self) -> bytes:
+        """The body as bytes (``str`` is UTF-8 encoded)."""
+        return self.body.encode() if isinstance(self.body, str) else self.body
 
 
 @dataclass
@@ -46,10 +60,13 @@ def _handler_class(logic: Logic) -> type[BaseHTTPRequestHandler]:
                 body=json.loads(raw) if raw else None,
             )
             status, payload = logic(request)
-            data = json.dumps(payload).encode()
+            if isinstance(payload, Raw):
+                data, content_type = payload.encoded(), payload.content_type
+            else:
+                data, content_type = json.dumps(payload).encode(), "application/json"
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -111,9 +128,11 @@ class FakeJudge:
 
     ``answer`` is a constant reply or a function of the prompt. The first
     ``fail_first`` chat requests get HTTP ``fail_status``; prompts matching
-    ``fail_if`` always get HTTP 500. The first ``slow_first`` chat requests
-    wait ``delay_s`` before answering. When ``api_key`` is set, requests without
-    ``Authorization: Bearer <api_key>`` get HTTP 401.
+    ``fail_if`` always get HTTP 500. The first ``slow_first`` chat requests, and
+    every prompt matching ``delay_if``, wait ``delay_s`` before answering.
+    ``respond_if`` may return a scripted ``(status, body)`` for a prompt (``None``
+    falls through to the normal answer). When ``api_key`` is set, requests
+    without ``Authorization: Bearer <api_key>`` get HTTP 401.
     """
 
     answer: str | Callable[[str], str] = "100"
@@ -122,7 +141,9 @@ class FakeJudge:
     fail_status: int = 503
     fail_if: Callable[[str], bool] | None = None
     slow_first: int = 0
+    delay_if: Callable[[str], bool] | None = None
     delay_s: float = 0.0
+    respond_if: Callable[[str], Reply | None] | None = None
     api_key: str | None = None
     requests: list[Request] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -163,14 +184,39 @@ class FakeJudge:
         with self._lock:
             self._chat_count += 1
             number = self._chat_count
-        if number <= self.slow_first:
-            time.sleep(self.delay_s)
         prompt = _prompt_of(request.body)
+        if number <= self.slow_first or (self.delay_if is not None and self.delay_if(prompt)):
+            time.sleep(self.delay_s)
         if number <= self.fail_first:
             return self.fail_status, {"error": "scripted failure"}
         if self.fail_if is not None and self.fail_if(prompt):
             return 500, {"error": "scripted permanent failure"}
+        scripted = self.respond_if(prompt) if self.respond_if is not None else None
+        if scripted is not None:
+            return scripted
         if reply is _ollama_reply and request.body.get("stream", True) is not False:
             return 400, {"error": "fake ollama supports stream: false only"}
         text = self.answer(prompt) if callable(self.answer) else self.answer
         return 200, reply(text)
+
+
+def fast_endpoint(url: str, api: str = "openai", **overrides: Any) -> "JudgeEndpoint":
+    """A judge endpoint with short timeouts and backoff, for tests against the stand-ins."""
+    from llm_finetune.judging import JudgeEndpoint
+
+    settings: dict = {"timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01, "concurrency": 4}
+    settings.update(overrides)
+    return JudgeEndpoint(url=url, model="judge-model", api=api, **settings)
+
+
+def numbered_records(n: int) -> list[dict]:
+    """``n`` judge records whose prompts carry ``item-<i>``, so a server can tell them apart."""
+    return [
+        {"prompt_input": f"Instruction item-{i}", "reference": f"ref {i}", "response": f"resp {i}"}
+        for i in range(n)
+    ]
+
+
+def item_number(prompt: str) -> int:
+    """The ``i`` of ``item-<i>`` in a prompt built from :func:`numbered_records`."""
+    return int(re.search(r"item-(\d+)", prompt).group(1))

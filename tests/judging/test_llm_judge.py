@@ -19,28 +19,21 @@ from llm_finetune.judging import (
     parse_score,
     summarize_llm,
 )
-from tests.judging.fake_servers import FakeJudge, closed_port_url, serve
+from tests.judging.fake_servers import (
+    FakeJudge,
+    closed_port_url,
+    fast_endpoint,
+    item_number,
+    numbered_records,
+    serve,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
 KEY = "sk-test-secret-123"
 
 
-def _endpoint(url: str, api: str = "openai", **overrides: object) -> JudgeEndpoint:
-    settings: dict = {"timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01, "concurrency": 4}
-    settings.update(overrides)
-    return JudgeEndpoint(url=url, model="judge-model", api=api, **settings)
 
-
-def _records(n: int) -> list[dict]:
-    return [
-        {"prompt_input": f"Instruction item-{i}", "reference": f"ref {i}", "response": f"resp {i}"}
-        for i in range(n)
-    ]
-
-
-def _item_number(prompt: str) -> int:
-    return int(re.search(r"item-(\d+)", prompt).group(1))
 
 
 @pytest.mark.parametrize(
@@ -82,8 +75,8 @@ def test_book_prompt_placeholders() -> None:
 def test_openai_judging_sends_deterministic_requests_and_auth() -> None:
     fake = FakeJudge(answer="I'd rate it 85 out of 100", api_key=KEY)
     with serve(fake.openai) as base:
-        endpoint = _endpoint(f"{base}/v1", api_key=KEY, seed=7)
-        results = judge_records(_records(2), endpoint)
+        endpoint = fast_endpoint(f"{base}/v1", api_key=KEY, seed=7)
+        results = judge_records(numbered_records(2), endpoint)
     assert [r["score"] for r in results] == [85, 85]
     assert all(r["error"] is None and r["attempts"] == 1 for r in results)
     chats = fake.chat_requests
@@ -105,7 +98,7 @@ def test_openai_judging_sends_deterministic_requests_and_auth() -> None:
 def test_ollama_judging_uses_options_and_stream_false() -> None:
     fake = FakeJudge(answer="The answer is 100.")
     with serve(fake.ollama) as base:
-        results = judge_records(_records(3), _endpoint(base, api="ollama", seed=11))
+        results = judge_records(numbered_records(3), fast_endpoint(base, api="ollama", seed=11))
     assert [r["score"] for r in results] == [100, 100, 100]
     for request in fake.chat_requests:
         assert request.path == "/api/chat"
@@ -117,9 +110,9 @@ def test_ollama_judging_uses_options_and_stream_false() -> None:
 
 def test_unparsable_answer_is_kept_and_counted() -> None:
     answers = {0: "The answer is 100.", 1: "no idea", 2: "I'd rate it 85 out of 100"}
-    fake = FakeJudge(answer=lambda prompt: answers[_item_number(prompt)])
+    fake = FakeJudge(answer=lambda prompt: answers[item_number(prompt)])
     with serve(fake.openai) as base:
-        results = judge_records(_records(3), _endpoint(f"{base}/v1"))
+        results = judge_records(numbered_records(3), fast_endpoint(f"{base}/v1"))
     assert [r["score"] for r in results] == [100, None, 85]
     assert results[1] == {"score": None, "raw": "no idea", "error": None, "attempts": 1}
     assert summarize_llm(results) == {
@@ -136,7 +129,7 @@ def test_retries_on_503_then_succeeds(api: str) -> None:
     fake = FakeJudge(answer="70", fail_first=2)
     with serve(getattr(fake, api)) as base:
         url = f"{base}/v1" if api == "openai" else base
-        results = judge_records(_records(1), _endpoint(url, api=api, max_retries=3))
+        results = judge_records(numbered_records(1), fast_endpoint(url, api=api, max_retries=3))
     assert results == [{"score": 70, "raw": "70", "error": None, "attempts": 3}]
     assert len(fake.chat_requests) == 3
 
@@ -144,14 +137,14 @@ def test_retries_on_503_then_succeeds(api: str) -> None:
 def test_retries_on_429() -> None:
     fake = FakeJudge(answer="60", fail_first=1, fail_status=429)
     with serve(fake.openai) as base:
-        results = judge_records(_records(1), _endpoint(f"{base}/v1"))
+        results = judge_records(numbered_records(1), fast_endpoint(f"{base}/v1"))
     assert results[0]["score"] == 60 and results[0]["attempts"] == 2
 
 
 def test_client_error_is_not_retried() -> None:
     fake = FakeJudge(fail_first=5, fail_status=400)
     with serve(fake.openai) as base:
-        results = judge_records(_records(1), _endpoint(f"{base}/v1"))
+        results = judge_records(numbered_records(1), fast_endpoint(f"{base}/v1"))
     assert results[0]["score"] is None
     assert results[0]["attempts"] == 1
     assert "HTTP 400" in results[0]["error"]
@@ -160,15 +153,15 @@ def test_client_error_is_not_retried() -> None:
 def test_timeout_is_retried() -> None:
     fake = FakeJudge(answer="80", slow_first=1, delay_s=0.6)
     with serve(fake.openai) as base:
-        results = judge_records(_records(1), _endpoint(f"{base}/v1", timeout_s=0.2))
+        results = judge_records(numbered_records(1), fast_endpoint(f"{base}/v1", timeout_s=0.2))
     assert results[0]["score"] == 80
     assert results[0]["attempts"] == 2
 
 
 def test_permanent_failure_gives_none_with_error_in_place() -> None:
-    fake = FakeJudge(answer="50", fail_if=lambda prompt: _item_number(prompt) == 1)
+    fake = FakeJudge(answer="50", fail_if=lambda prompt: item_number(prompt) == 1)
     with serve(fake.openai) as base:
-        results = judge_records(_records(3), _endpoint(f"{base}/v1", max_retries=2))
+        results = judge_records(numbered_records(3), fast_endpoint(f"{base}/v1", max_retries=2))
     assert [r["score"] for r in results] == [50, None, 50]
     failed = results[1]
     assert failed["raw"] is None
@@ -181,14 +174,14 @@ def test_permanent_failure_gives_none_with_error_in_place() -> None:
 
 def test_malformed_reply_is_an_error_not_an_exception() -> None:
     with serve(lambda request: (200, {"unexpected": True})) as base:
-        results = judge_records(_records(1), _endpoint(f"{base}/v1"))
+        results = judge_records(numbered_records(1), fast_endpoint(f"{base}/v1"))
     assert results[0]["score"] is None and results[0]["attempts"] == 1
     assert "malformed reply" in results[0]["error"]
     assert "unexpected" in results[0]["raw"]
 
 
 def test_unreachable_server_gives_error_without_raising() -> None:
-    endpoint = _endpoint(closed_port_url("/v1"), max_retries=1)
+    endpoint = fast_endpoint(closed_port_url("/v1"), max_retries=1)
     with httpx.Client() as client:
         result = judge_one(client, endpoint, "prompt")
     assert result["score"] is None and result["attempts"] == 2
@@ -200,20 +193,20 @@ def test_order_preserved_under_concurrency() -> None:
     delays = [rng.uniform(0, 0.05) for _ in range(24)]
 
     def answer(prompt: str) -> str:
-        number = _item_number(prompt)
+        number = item_number(prompt)
         time.sleep(delays[number])
         return f"Score: {number}/100"
 
     fake = FakeJudge(answer=answer)
     with serve(fake.openai) as base:
-        results = judge_records(_records(24), _endpoint(f"{base}/v1", concurrency=8))
+        results = judge_records(numbered_records(24), fast_endpoint(f"{base}/v1", concurrency=8))
     assert [r["score"] for r in results] == list(range(24))
-    arrival = [_item_number(r.body["messages"][0]["content"]) for r in fake.chat_requests]
+    arrival = [item_number(r.body["messages"][0]["content"]) for r in fake.chat_requests]
     assert sorted(arrival) == list(range(24))
 
 
 def test_judge_records_empty() -> None:
-    assert judge_records([], _endpoint("http://127.0.0.1:1/v1")) == []
+    assert judge_records([], fast_endpoint("http://127.0.0.1:1/v1")) == []
 
 
 def test_summarize_llm_empty() -> None:
@@ -229,7 +222,7 @@ def test_summarize_llm_empty() -> None:
 def test_check_endpoint_passes_openai_with_key() -> None:
     fake = FakeJudge(api_key=KEY, models=["other", "judge-model"])
     with serve(fake.openai) as base:
-        check_endpoint(_endpoint(f"{base}/v1", api_key=KEY))
+        check_endpoint(fast_endpoint(f"{base}/v1", api_key=KEY))
     assert fake.requests[0].path == "/v1/models"
 
 
@@ -248,7 +241,7 @@ def test_check_endpoint_ollama_latest_suffix(served: str, configured: str) -> No
 def test_check_endpoint_closed_port_names_url(api: str) -> None:
     url = closed_port_url("/v1" if api == "openai" else "")
     with pytest.raises(JudgeEndpointError) as info:
-        check_endpoint(_endpoint(url, api=api))
+        check_endpoint(fast_endpoint(url, api=api))
     message = str(info.value)
     assert url in message and f"({api})" in message and "unreachable" in message
     assert "judge.llm" in message
@@ -258,7 +251,7 @@ def test_check_endpoint_missing_model_lists_available() -> None:
     fake = FakeJudge(models=[f"m{i}" for i in range(12)])
     with serve(fake.openai) as base:
         with pytest.raises(JudgeEndpointError, match="judge-model") as info:
-            check_endpoint(_endpoint(f"{base}/v1"))
+            check_endpoint(fast_endpoint(f"{base}/v1"))
     assert "m0" in str(info.value) and "m9" in str(info.value) and "m11" not in str(info.value)
 
 
@@ -266,12 +259,12 @@ def test_check_endpoint_wrong_key_reports_status() -> None:
     fake = FakeJudge(api_key=KEY)
     with serve(fake.openai) as base:
         with pytest.raises(JudgeEndpointError, match="HTTP 401") as info:
-            check_endpoint(_endpoint(f"{base}/v1", api_key="wrong"))
+            check_endpoint(fast_endpoint(f"{base}/v1", api_key="wrong"))
     assert "wrong" not in str(info.value)
 
 
 def test_repr_hides_api_key() -> None:
-    endpoint = _endpoint("http://127.0.0.1:8080/v1", api_key=KEY)
+    endpoint = fast_endpoint("http://127.0.0.1:8080/v1", api_key=KEY)
     assert KEY not in repr(endpoint)
     assert KEY not in str(endpoint)
 

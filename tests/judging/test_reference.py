@@ -118,7 +118,10 @@ def test_summary_of_nothing() -> None:
     assert summarize_reference([], []) == {
         "exact_match": None,
         "exact_match_n": 0,
+        "rouge_1": None,
+        "rouge_2": None,
         "rouge_l": None,
+        "bleu_4": None,
         "n": 0,
         "exact_match_by_family": {},
     }
@@ -127,3 +130,15 @@ def test_summary_of_nothing() -> None:
 def test_summary_rejects_length_mismatch() -> None:
     with pytest.raises(ValueError, match="2 scores for 1 records"):
         summarize_reference([{"exact_match": None, "rouge_l": 0.0}] * 2, RECORDS[:1])
+
+
+def test_rouge_1_2_and_bleu_4_from_their_libraries():
+    from llm_finetune.judging import bleu4, corpus_bleu4, rouge
+
+    same = rouge("the cat sat on the mat", "the cat sat on the mat")
+    assert same == {"rouge_1": 1.0, "rouge_2": 1.0, "rouge_l": 1.0}
+    partial = rouge("the cat sat", "the cat sat on the mat")
+    assert 0 < partial["rouge_2"] < partial["rouge_1"] < 1
+    assert bleu4("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert bleu4("dogs run", "the cat sat on the mat") < 0.1
+    assert corpus_bleu4(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)

@@ -6,7 +6,7 @@ import pytest
 
 from llm_finetune.judging import JudgeEndpointError
 from llm_finetune.pipelines.data.nodes import align_records, download_raw_data, split_dataset
-from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses
+from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses, plot_report
 from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, tokenize_split
 from llm_finetune.tracking import flatten_metrics
 from tests.conftest import DEMO_DATA, alpaca_record
@@ -14,7 +14,7 @@ from tests.judging.fake_servers import closed_port_url
 
 DATA = {"format": "alpaca", "columns": {}, "max_quarantine_share": 0.05}
 TRAIN = {"seed": 1, "precision": "fp32", "epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "lora": {}}
-JUDGE = {"exact_match_rows": "auto", "max_reference_words": 4, "llm": None}
+JUDGE = {"reference": {"exact_match_rows": "auto", "max_reference_words": 4}, "llm": None, "local": None}
 
 
 def test_data_nodes_on_the_demo_file():
@@ -32,13 +32,17 @@ def test_preflight_fails_fast_on_config_mistakes(tiny_model_dir):
     registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
     tokenize = {"template": "alpaca"}
     report = preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE, {})
-    assert report["precision"] == "fp32" and report["llm_judge"] is None
+    assert report["precision"] == "fp32" and report["judges"]["llm"] is None
     with pytest.raises(ValueError, match="Unknown template"):
         preflight_checks("tiny", registry, {"template": "nope"}, TRAIN, JUDGE, {})
     with pytest.raises(ValueError, match="train parameters lack: lora"):
         preflight_checks("tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, JUDGE, {})
     with pytest.raises(FileNotFoundError, match="no config.json"):
         preflight_checks("bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, JUDGE, {})
+    with pytest.raises(ValueError, match="reward_model"):
+        preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE | {"reward_model": {"path": "x"}}, {})
+    with pytest.raises(FileNotFoundError, match="judge.local.path"):
+        preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE | {"local": {"path": "/nonexistent"}}, {})
     url = closed_port_url("/v1")
     with pytest.raises(JudgeEndpointError, match=url):
         preflight_checks("tiny", registry, tokenize, TRAIN,
@@ -55,9 +59,10 @@ def test_prepare_tokenize_and_generate_with_the_adapter_template(tiny_model_dir,
     assert stats["rows"] == 1 and not quarantined
     adapter = tmp_path / "adapter"
     _save_untrained_adapter(folder, adapter, template="tokenizer")
-    responses = generate_tuned_responses(records, folder, adapter, {"batch_size": 4, "max_new_tokens": 4,
-                                                                   "precision": "fp32"})
+    responses, timing = generate_tuned_responses(records, folder, adapter, {"batch_size": 4, "max_new_tokens": 4,
+                                                                           "precision": "fp32"})
     assert responses[0]["template"] == "tokenizer" and responses[0]["output"] == "hi"
+    assert responses[0]["batch"] == 0 and timing["batches"][0]["rows"] == 1 and timing["model"] == "tuned"
 
 
 def _save_untrained_adapter(base, folder, template):
@@ -78,14 +83,23 @@ def _responses(answers):
              "prompt_input": "### Instruction:\nAdd.", "model_response": answer} for answer in answers]
 
 
-def test_judge_and_report_nodes():
-    base, base_summary = judge_responses(_responses(["The answer is 5.", "6"]), JUDGE, {})
-    tuned, tuned_summary = judge_responses(_responses(["5", "5."]), JUDGE, {})
+def test_judge_and_report_nodes(tiny_model_dir, tmp_path):
+    judge = JUDGE | {"local": {"path": str(tiny_model_dir), "max_new_tokens": 4}}
+    base, base_summary = judge_responses(_responses(["The answer is 5.", "6"]), judge, {}, {}, tmp_path)
+    tuned, tuned_summary = judge_responses(_responses(["5", "5."]), judge, {}, {}, tmp_path)
     assert [row["exact_match"] for row in base] == [False, False]
     assert tuned_summary["exact_match"] == 1.0 and tuned_summary["exact_match_by_family"] == {"addition": 1.0}
-    history = [{"step": 1, "split": "train", "loss": 2.0}, {"step": 2, "split": "val", "loss": 1.5}]
-    summary, figure, table = build_report(base, tuned, base_summary, tuned_summary, history, {"precision": "fp32"})
+    assert tuned_summary["local_total"] == 2 and all("local_raw" in row for row in tuned)
+    summary, table, families, examples, markdown = build_report(base, tuned, base_summary, tuned_summary,
+                                                                {"precision": "fp32"}, {"n_examples": 1})
     assert summary["delta"]["exact_match"] == 1.0
     assert list(table["tuned_exact_match"]) == [True, True] and len(table) == 2
-    assert figure.axes[0].get_legend_handles_labels()[1] == ["train loss", "val loss"]
+    assert families.to_dict("records") == [{"family": "addition", "base_n": 2, "base_exact_match": 0.0,
+                                            "tuned_n": 2, "tuned_exact_match": 1.0, "delta": 1.0}]
+    assert list(examples["rank"]) == ["worst", "best"] and "base_response" in examples
+    assert "| exact_match | 0.0000 | 1.0000 | 1.0000 |" in markdown
     assert flatten_metrics(summary)["tuned.exact_match_by_family.addition"] == 1.0
+    history = [{"step": 1, "split": "train", "loss": 2.0}, {"step": 2, "split": "val", "loss": 1.5}]
+    loss, histogram = plot_report(base, tuned, history)
+    assert loss.axes[0].get_legend_handles_labels()[1] == ["train loss", "val loss"]
+    assert len(histogram.axes) == 1 and histogram.axes[0].get_title() == "local judge"

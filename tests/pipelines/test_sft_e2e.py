@@ -34,12 +34,14 @@ def project(tmp_path_factory) -> Path:
     (root / "conf" / "local").mkdir()
     raw = root / "data" / "01_raw"
     raw.mkdir(parents=True)
-    shutil.copy(REPO / "data" / "01_raw" / "demo_instructions.json", raw)
+    for name in ("demo_instructions.json", "demo_responses.json"):
+        shutil.copy(REPO / "data" / "01_raw" / name, raw)
     return root
 
 
 def kedro(project: Path, *args: str, params: dict | None = None) -> subprocess.CompletedProcess:
-    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false",
+                        "COLUMNS": "400"}  # wide rich logs: messages stay on one line
     command = [KEDRO, *args]
     if params:
         command += ["--params", ",".join(f"{k}={v}" for k, v in params.items())]
@@ -50,7 +52,8 @@ def kedro(project: Path, *args: str, params: dict | None = None) -> subprocess.C
 def latest(project: Path, relative: str):
     folder = project / relative
     version = sorted(p.name for p in folder.iterdir())[-1]
-    return json.loads((folder / version / folder.name).read_text())
+    text = (folder / version / folder.name).read_text()
+    return [json.loads(line) for line in text.splitlines()] if folder.suffix == ".jsonl" else json.loads(text)
 
 
 def versions(project: Path, relative: str) -> list[str]:
@@ -72,8 +75,10 @@ def two_runs(project, tiny_model_dir):
 def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs):
     for relative in ("data/01_raw/snapshots/raw_records.json", "data/03_primary/test_records.json",
                      "data/05_model_input/train_tokens.json", "data/06_models/adapter", "data/06_models/base_model",
-                     "data/07_model_output/tuned_responses.json", "data/08_reporting/loss_curve.png",
-                     "data/08_reporting/base_vs_tuned.csv"):
+                     "data/07_model_output/tuned_responses.jsonl", "data/08_reporting/loss_curve.png",
+                     "data/08_reporting/base_vs_tuned.csv",
+                     "data/08_reporting/score_histogram.png", "data/08_reporting/evaluation_report.md",
+                     "data/08_reporting/worst_and_best.csv", "data/08_reporting/exact_match_by_family.csv"):
         assert len(versions(project, relative)) == 2, relative
     adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
     assert {"adapter_model.safetensors", "prompt_template.json", "tokenizer_config.json", "training_params.json",
@@ -81,7 +86,7 @@ def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs
     train = latest(project, "data/03_primary/train_records.json")
     test = latest(project, "data/03_primary/test_records.json")
     assert (len(train), len(test)) == (102, 12)
-    responses = latest(project, "data/07_model_output/tuned_responses.json")
+    responses = latest(project, "data/07_model_output/tuned_responses.jsonl")
     assert {"instruction", "input", "output", "model_response"} <= set(responses[0])
 
 
@@ -110,7 +115,11 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in artifacts
-        assert "loss_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        top = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"loss_curve.png", "score_histogram.png", "evaluation_report.md"} <= top
+        assert "tables/base_vs_tuned.csv" not in top and "tables/comparison_table.csv" in {
+            a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+        assert "generation.tuned.responses_per_s" in run.data.metrics
         assert run.data.tags.get("version.torch")
 
 
@@ -133,7 +142,7 @@ def test_llm_judge_scores_every_response_through_an_openai_compatible_server(pro
                        params={"model_registry.tiny-llama.path": str(tiny_model_dir), "judge.llm.api": "openai",
                                "judge.llm.url": base_url + "/v1", "judge.llm.model": "judge-model"})
     assert result.returncode == 0, result.stdout[-4000:]
-    judged = latest(project, "data/07_model_output/tuned_judgments.json")
+    judged = latest(project, "data/07_model_output/tuned_judgments.jsonl")
     assert len(judged) == 12 and all("llm_score" in row and "llm_raw" in row for row in judged)
     summary = latest(project, "data/08_reporting/summary_metrics.json")["tuned"]
     assert summary["llm_total"] == 12 and summary["llm_scored"] + summary["llm_unparsable"] == 12
@@ -149,4 +158,4 @@ def test_the_books_data_runs_through_the_same_pipeline(project, tiny_model_dir):
     assert result.returncode == 0, result.stdout[-4000:]
     splits = [len(latest(project, f"data/03_primary/{name}_records.json")) for name in ("train", "val", "test")]
     assert splits == [935, 55, 110]
-    assert len(latest(project, "data/07_model_output/tuned_judgments.json")) == 110
+    assert len(latest(project, "data/07_model_output/tuned_judgments.jsonl")) == 110

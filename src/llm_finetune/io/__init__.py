@@ -1,5 +1,6 @@
-"""Kedro datasets for model folders."""
+"""Kedro datasets: model folders, JSON-lines records, cache folders, credentials."""
 
+from llm_finetune.io.jsonl import JSONLinesDataset
 from llm_finetune.io.model_folder import CacheFolderDataset, CredentialsDataset, ModelBundle, ModelFolderDataset
 
-__all__ = ["CacheFolderDataset", "CredentialsDataset", "ModelBundle", "ModelFolderDataset"]
+__all__ = ["CacheFolderDataset", "CredentialsDataset", "JSONLinesDataset", "ModelBundle", "ModelFolderDataset"]

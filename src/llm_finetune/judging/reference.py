@@ -1,4 +1,4 @@
-"""Reference-based metrics: normalized exact match and ROUGE-L.
+"""Reference-based metrics: normalized exact match, ROUGE-1/2/L (rouge_score) and BLEU-4 (sacrebleu).
 
 Normalization follows the SQuAD convention (lowercase, drop punctuation,
 collapse whitespace) with two deliberate differences:
@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import sacrebleu
 from rouge_score import rouge_scorer
 
 EM_MODES = ("auto", "flag", "all")
@@ -61,12 +62,29 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _rouge_scorer() -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure (Porter-stemmed) of ``prediction`` against ``reference``."""
-    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
+    return rouge(prediction, reference)["rouge_l"]
+
+
+def rouge(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures (Porter-stemmed), from ``rouge_score``."""
+    scores = _rouge_scorer().score(reference, prediction)
+    return {"rouge_1": float(scores["rouge1"].fmeasure), "rouge_2": float(scores["rouge2"].fmeasure),
+            "rouge_l": float(scores["rougeL"].fmeasure)}
+
+
+def bleu4(prediction: str, reference: str) -> float:
+    """Sentence BLEU-4 in 0..1 (sacrebleu, exponential smoothing)."""
+    return float(sacrebleu.sentence_bleu(prediction, [reference]).score) / 100
+
+
+def corpus_bleu4(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU-4 in 0..1 (sacrebleu): the standard way to report BLEU over a test set."""
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score) / 100
 
 
 def _meta(record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -108,7 +126,8 @@ def reference_scores(
         scores.append(
             {
                 "exact_match": exact_match(response, reference) if eligible else None,
-                "rouge_l": rouge_l(response, reference),
+                **rouge(response, reference),
+                "bleu_4": bleu4(response, reference),
             }
         )
     return scores
@@ -140,7 +159,10 @@ def summarize_reference(
     return {
         "exact_match": _mean(eligible),
         "exact_match_n": len(eligible),
+        "rouge_1": _mean([float(score["rouge_1"]) for score in scores]),
+        "rouge_2": _mean([float(score["rouge_2"]) for score in scores]),
         "rouge_l": _mean([float(score["rouge_l"]) for score in scores]),
+        "bleu_4": corpus_bleu4([r["response"] for r in records], [r["reference"] for r in records]) if records else None,
         "n": len(scores),
         "exact_match_by_family": {
             family: sum(values) / len(values) for family, values in sorted(by_family.items())

@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from llm_finetune.io import ModelBundle
-from llm_finetune.judging import JudgeEndpoint, check_endpoint
+from llm_finetune.judging.run import check_judges
 from llm_finetune.models.loading import load_tokenizer, resolve_precision
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
@@ -31,6 +31,7 @@ def preflight_checks(model_name: str, model_registry: dict, tokenize_params: dic
         tokenize_params: ``tokenize`` (template, cutoff_len, mask_prompt).
         train_params: ``train``.
         judge_params: ``judge``; when ``judge.llm`` is set its endpoint must answer now.
+        model_registry: also validates a ``judge.local`` registry entry.
         judge_credentials: credentials for the judge (``judge_api`` in credentials.yml).
     """
     spec = ModelSpec.from_registry(model_registry, model_name)
@@ -41,11 +42,8 @@ def preflight_checks(model_name: str, model_registry: dict, tokenize_params: dic
     if missing:
         raise ValueError(f"train parameters lack: {', '.join(missing)}")
     report = {"model": model_name, "source": spec.source, "template": tokenize_params["template"],
-              "precision": resolve_precision(train_params["precision"]), "llm_judge": None}
-    if judge_params.get("llm"):
-        endpoint = JudgeEndpoint.from_params(judge_params["llm"], judge_credentials)
-        check_endpoint(endpoint)
-        report["llm_judge"] = {"url": endpoint.url, "api": endpoint.api, "model": endpoint.model}
+              "precision": resolve_precision(train_params["precision"]),
+              "judges": check_judges(judge_params, judge_credentials, model_registry)}
     logger.info("Preflight checks passed: %s", report)
     return report
 
