@@ -9,7 +9,6 @@ bodies, timeouts on every attempt, and all kinds mixed in one call.
 
 from __future__ import annotations
 
-
 import pytest
 
 from llm_finetune.judging import judge_records, summarize_llm
