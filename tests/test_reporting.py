@@ -49,3 +49,11 @@ def test_markdown_report_and_histogram():
     figure = reporting.score_histogram({"base": [row(10)], "tuned": [row(90), row(None)]})
     labels = figure.axes[0].get_legend_handles_labels()[1]
     assert labels == ["base (n=1)", "tuned (n=1)"]
+
+
+def test_markdown_cells_stay_on_one_line():
+    tuned = [row(80, response="line one\nline two | pipe" + "x" * 400)]
+    text = reporting.markdown_report(reporting.summary({"n": 1}, {"n": 1}, {}), pd.DataFrame(),
+                                     reporting.examples_table(None, tuned, 1))
+    table_rows = [line for line in text.splitlines() if line.startswith("| best") or line.startswith("| worst")]
+    assert len(table_rows) == 2 and "line one<br>line two \\| pipe" in table_rows[0] and "..." in table_rows[0]

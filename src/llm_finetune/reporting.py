@@ -153,9 +153,19 @@ def markdown_report(summary_metrics: dict, families: pd.DataFrame, examples: pd.
             if "delta" in summary_metrics:
                 cells.append(_fmt(summary_metrics["delta"].get(metric)))
             lines.append(f"| {metric} | " + " | ".join(cells) + " |")
-    lines += ["", "## Exact match by task family", "", families.to_markdown(index=False) if not families.empty else "(no verifiable rows)",
-              "", "## Worst and best responses", "", examples.to_markdown(index=False) if not examples.empty else "(none)"]
+    cells = examples.map(_one_line)
+    lines += ["", "## Exact match by task family", "",
+              families.to_markdown(index=False) if not families.empty else "(no verifiable rows)",
+              "", "## Worst and best responses", "", cells.to_markdown(index=False) if not cells.empty else "(none)"]
     return "\n".join(lines) + "\n"
+
+
+def _one_line(value, limit: int = 300):
+    """A table cell on one line: newlines become ``<br>``, long text is cut with an ellipsis."""
+    if not isinstance(value, str):
+        return value
+    text = value if len(value) <= limit else value[:limit] + "..."
+    return text.replace("|", "\\|").replace("\n", "<br>")
 
 
 def _fmt(value) -> str:

@@ -44,3 +44,24 @@ def test_a_responses_file_without_model_response_is_named_with_its_row(project, 
     result = kedro(project, "run", "--pipeline", "eval", params={"eval.responses.path": str(bad)})
     assert result.returncode != 0
     assert f"{bad}: row 1 field 'model_response' is missing or not a string" in result.stdout
+
+
+@pytest.mark.llm_server
+@pytest.mark.timeout(1800)
+def test_eval_pipeline_with_a_real_llama_cpp_judge(project):  # noqa: F811
+    """`kedro run --pipeline eval` judged by llama.cpp's own server (xllamacpp) serving SmolLM2."""
+    pytest.importorskip("xllamacpp", reason="xllamacpp is not installed (pip install -e '.[test]')")
+    import httpx
+
+    from tests.judging.llamacpp_server import llamacpp_server, smollm2_gguf
+
+    with llamacpp_server(smollm2_gguf(), n_ctx=2048, n_threads=2, n_parallel=1) as base_url:
+        model_id = httpx.get(f"{base_url}/v1/models", timeout=60).json()["data"][0]["id"]
+        params = {"eval.responses.max_rows": 6, "judge.llm.api": "openai", "judge.llm.url": f"{base_url}/v1",
+                  "judge.llm.model": model_id, "judge.llm.concurrency": 1, "judge.llm.timeout_s": 900}
+        result = kedro(project, "run", "--pipeline", "eval", params=params)
+    assert result.returncode == 0, result.stdout[-4000:]
+    judged = latest(project, "data/07_model_output/eval_judgments.jsonl")
+    assert len(judged) == 6 and all(isinstance(row["llm_raw"], str) and row["llm_error"] is None for row in judged)
+    summary = latest(project, "data/08_reporting/eval_summary_metrics.json")["responses"]
+    assert summary["llm_total"] == 6 and summary["llm_scored"] + summary["llm_unparsable"] == 6
