@@ -93,13 +93,14 @@ def parse_bytes(blob: bytes, origin: str) -> list[dict]:
             raise SourceError(f"{origin}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
         return _require_objects(data, origin)
     if stripped.startswith("{"):
-        return _parse_json_lines(text, origin)
+        return parse_json_lines(text, origin)
     import pandas as pd
 
     return pd.read_csv(io.StringIO(text), keep_default_na=False).to_dict(orient="records")
 
 
-def _parse_json_lines(text: str, origin: str) -> list[dict]:
+def parse_json_lines(text: str, origin: str) -> list[dict]:
+    """JSON objects, one per non-blank line; a bad line is named by its number."""
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -13,6 +13,8 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 
+from llm_finetune.data.sources import parse_json_lines
+
 
 class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
     """One JSON object per line, UTF-8.
@@ -33,15 +35,7 @@ class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
 
     def load(self) -> list[dict]:
         path = Path(get_filepath_str(self._get_load_path(), "file"))
-        records = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise DatasetError(f"{path}: invalid JSON on line {number}: {err.msg}") from err
-        return records
+        return parse_json_lines(path.read_text(encoding="utf-8"), str(path))
 
     def save(self, data: list[dict]) -> None:
         path = Path(get_filepath_str(self._get_save_path(), "file"))

@@ -302,9 +302,12 @@ def _parse_reply(
 
 def build_prompt(endpoint: JudgeEndpoint, record: Mapping[str, Any]) -> str:
     """Fill the endpoint's template from a record's ``prompt_input``/``reference``/``response``."""
-    return endpoint.prompt_template.format(
-        input=record["prompt_input"], reference=record["reference"], response=record["response"]
-    )
+    return fill_prompt(endpoint.prompt_template, record)
+
+
+def fill_prompt(template: str, record: Mapping[str, Any]) -> str:
+    """Fill a judge prompt template (``{input}``, ``{reference}``, ``{response}``) from a record."""
+    return template.format(input=record["prompt_input"], reference=record["reference"], response=record["response"])
 
 
 def judge_records(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from llm_finetune.judging.llm_judge import BOOK_PROMPT, parse_score
+from llm_finetune.judging.llm_judge import BOOK_PROMPT, fill_prompt, parse_score
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +27,7 @@ def judge_with_local_model(records: list[dict], folder: Path, prompt_template: s
 
     model = load_causal_lm(folder, dtype=dtype)
     tokenizer = load_tokenizer(folder, padding_side="left")
-    prompts = [prompt_template.format(input=r["prompt_input"], reference=r["reference"], response=r["response"])
-               for r in records]
-    encoded = [encode_judge_prompt(tokenizer, prompt) for prompt in prompts]
+    encoded = [encode_judge_prompt(tokenizer, fill_prompt(prompt_template, record)) for record in records]
     replies, timing = generate_from_ids(model, tokenizer, encoded, batch_size, Decoding(max_new_tokens=max_new_tokens))
     logger.info("Local judge %s: %d replies in %.1f s", Path(folder).name, len(replies), timing["seconds"])
     return [{"score": parse_score(reply), "raw": reply, "error": None, "attempts": 1} for reply in replies]
