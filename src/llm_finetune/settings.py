@@ -7,7 +7,7 @@ from llm_finetune.tracking import TrackingHook
 HOOKS = (
     TrackingHook(
         artifact_folders=("adapter",),
-        metric_datasets={"summary_metrics": "", "align_report": "align.", "train_tokenize_stats": "tokenize.train.",
+        metric_datasets={"summary_metrics": "", "align_report": "align.", "contamination_report": "contamination.", "train_tokenize_stats": "tokenize.train.",
                          "val_tokenize_stats": "tokenize.val.", "eval_summary_metrics": "",
                          "base_generation_timing": "generation.base.", "tuned_generation_timing": "generation.tuned."},
         text_artifacts=("evaluation_report", "eval_report"),
@@ -15,4 +15,8 @@ HOOKS = (
 )
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # "soft" merging lets conf/local or conf/test override single nested keys (e.g. train.max_steps)
-CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local", "merge_strategy": {"parameters": "soft"}}
+# conf/<env>/datasets.yml (the dataset registry) is read as parameters: `params:datasets`.
+CONFIG_LOADER_ARGS = {
+    "base_env": "base", "default_run_env": "local", "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {"parameters": ["parameters*", "parameters*/**", "**/parameters*", "datasets*"]},
+}

@@ -5,47 +5,63 @@ import json
 import pytest
 
 from llm_finetune.judging import JudgeEndpointError
-from llm_finetune.pipelines.data.nodes import align_records, download_raw_data, split_dataset
+from llm_finetune.pipelines.data.nodes import (
+    align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
+)
 from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses, plot_report
 from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, tokenize_split
 from llm_finetune.tracking import flatten_metrics
 from tests.conftest import DEMO_DATA, alpaca_record
 from tests.judging.fake_servers import closed_port_url
 
-DATA = {"format": "alpaca", "columns": {}, "max_quarantine_share": 0.05}
+DATA = {"datasets": ["demo"], "max_rows": 200, "max_quarantine_share": 0.05,
+        "mix": {"strategy": "concat"}}
+REGISTRY = {"demo": {"path": str(DEMO_DATA), "format": "alpaca"}}
+PLAN = [{"name": "demo", "kind": "conversation"}]
 TRAIN = {"seed": 1, "precision": "fp32", "epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "lora": {}}
 JUDGE = {"reference": {"exact_match_rows": "auto", "max_reference_words": 4}, "llm": None, "local": None}
 
 
 def test_data_nodes_on_the_demo_file():
-    raw = download_raw_data({"path": str(DEMO_DATA), "max_rows": 200})
-    aligned, quarantined, report = align_records(raw, DATA)
-    assert report == {"rows_in": 200, "rows_kept": 200, "rows_quarantined": 0, "quarantined_by_reason": {}}
-    train, val, test = split_dataset(aligned, {"train_fraction": 0.85, "test_fraction": 0.1, "seed": 3})
+    plan = resolve_dataset_plan(DATA, REGISTRY)
+    raw = download_raw_data(plan, "unused-cache")
+    aligned, quarantined, report = align_records(raw, plan, DATA)
+    assert report["datasets"]["demo"] == {"rows_in": 200, "rows_kept": 200, "rows_quarantined": 0,
+                                          "quarantined_by_reason": {}, "identical_pairs": 0}
+    assert report["total"]["rows_mixed"] == 200 and report["total"]["kind"] == "conversation"
+    train, val, test = split_dataset(aligned, {"mode": "ordered", "train_fraction": 0.85, "test_fraction": 0.1,
+                                               "seed": 3})
     assert (len(train), len(val), len(test)) == (170, 10, 20)
-    assert {"family", "verifiable"} <= set(test[0]["meta"])
-    with pytest.raises(ValueError, match="data.format 'sharegpt' is not supported"):
-        align_records(raw, DATA | {"format": "sharegpt"})
+    assert {"family", "verifiable", "dataset", "row"} <= set(test[0]["meta"])
+    kept, summary, pairs = check_contamination(train + [test[0]], val, test, {"threshold": 0.95,
+                                                                              "drop_train_duplicates": True})
+    assert summary["exact_pairs"] >= 1 and summary["train_rows_dropped"] >= 1
+    assert test[0] not in kept and len(kept) == len(train) + 1 - summary["train_rows_dropped"]
+    assert all(p["train_row"] is not None and p["eval_dataset"] == "demo" for p in pairs)
+    with pytest.raises(ValueError, match="format 'nope' is not one of"):
+        resolve_dataset_plan(DATA, {"demo": REGISTRY["demo"] | {"format": "nope"}})
 
 
 def test_preflight_fails_fast_on_config_mistakes(tiny_model_dir):
     registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
     tokenize = {"template": "alpaca"}
-    report = preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE, {})
+    report = preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE, {})
     assert report["precision"] == "fp32" and report["judges"]["llm"] is None
     with pytest.raises(ValueError, match="Unknown template"):
-        preflight_checks("tiny", registry, {"template": "nope"}, TRAIN, JUDGE, {})
+        preflight_checks(PLAN, "tiny", registry, {"template": "nope"}, TRAIN, JUDGE, {})
     with pytest.raises(ValueError, match="train parameters lack: lora"):
-        preflight_checks("tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, JUDGE, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, JUDGE, {})
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        preflight_checks("bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, JUDGE, {})
+        preflight_checks(PLAN, "bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, JUDGE, {})
     with pytest.raises(ValueError, match="reward_model"):
-        preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE | {"reward_model": {"path": "x"}}, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE | {"reward_model": {"path": "x"}}, {})
     with pytest.raises(FileNotFoundError, match="judge.local.path"):
-        preflight_checks("tiny", registry, tokenize, TRAIN, JUDGE | {"local": {"path": "/nonexistent"}}, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE | {"local": {"path": "/nonexistent"}}, {})
+    with pytest.raises(ValueError, match="sft trains on conversations; data.datasets holds pairs"):
+        preflight_checks([{"name": "pairs", "kind": "preference"}], "tiny", registry, tokenize, TRAIN, JUDGE, {})
     url = closed_port_url("/v1")
     with pytest.raises(JudgeEndpointError, match=url):
-        preflight_checks("tiny", registry, tokenize, TRAIN,
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN,
                          JUDGE | {"llm": {"api": "openai", "url": url, "model": "m"}}, {})
 
 

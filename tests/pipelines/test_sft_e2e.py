@@ -73,7 +73,9 @@ def two_runs(project, tiny_model_dir):
 
 
 def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs):
-    for relative in ("data/01_raw/snapshots/raw_records.json", "data/03_primary/test_records.json",
+    for relative in ("data/01_raw/snapshots/raw_datasets.json", "data/03_primary/test_records.jsonl",
+                     "data/02_intermediate/aligned_records.jsonl", "data/02_intermediate/align_quarantine.jsonl",
+                     "data/08_reporting/contamination_report.json", "data/08_reporting/contamination_pairs.jsonl",
                      "data/05_model_input/train_tokens.json", "data/06_models/adapter", "data/06_models/base_model",
                      "data/07_model_output/tuned_responses.jsonl", "data/08_reporting/loss_curve.png",
                      "data/08_reporting/base_vs_tuned.csv",
@@ -83,9 +85,10 @@ def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs
     adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
     assert {"adapter_model.safetensors", "prompt_template.json", "tokenizer_config.json", "training_params.json",
             "base_model.json"} <= {p.name for p in adapter.iterdir()}
-    train = latest(project, "data/03_primary/train_records.json")
-    test = latest(project, "data/03_primary/test_records.json")
-    assert (len(train), len(test)) == (102, 12)
+    train = latest(project, "data/03_primary/train_records.jsonl")
+    test = latest(project, "data/03_primary/test_records.jsonl")
+    assert (len(train), len(test)) == (101, 14)  # the stable hash split of the first 120 demo rows
+    assert latest(project, "data/08_reporting/align_report.json")["total"]["rows_in"] == 120
     responses = latest(project, "data/07_model_output/tuned_responses.jsonl")
     assert {"instruction", "input", "output", "model_response"} <= set(responses[0])
 
@@ -120,6 +123,9 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         assert "tables/base_vs_tuned.csv" not in top and "tables/comparison_table.csv" in {
             a.path for a in client.list_artifacts(run.info.run_id, "tables")}
         assert "generation.tuned.responses_per_s" in run.data.metrics
+        assert run.data.metrics["align.total.rows_in"] == 120
+        assert run.data.metrics["align.datasets.demo_instructions.rows_quarantined"] == 0
+        assert run.data.metrics["contamination.test_rows_contaminated"] == 0
         assert run.data.tags.get("version.torch")
 
 
@@ -143,19 +149,21 @@ def test_llm_judge_scores_every_response_through_an_openai_compatible_server(pro
                                "judge.llm.url": base_url + "/v1", "judge.llm.model": "judge-model"})
     assert result.returncode == 0, result.stdout[-4000:]
     judged = latest(project, "data/07_model_output/tuned_judgments.jsonl")
-    assert len(judged) == 12 and all("llm_score" in row and "llm_raw" in row for row in judged)
+    assert len(judged) == 14 and all("llm_score" in row and "llm_raw" in row for row in judged)
     summary = latest(project, "data/08_reporting/summary_metrics.json")["tuned"]
-    assert summary["llm_total"] == 12 and summary["llm_scored"] + summary["llm_unparsable"] == 12
+    assert summary["llm_total"] == 14 and summary["llm_scored"] + summary["llm_unparsable"] == 14
     assert {row["llm_score"] for row in judged} <= {85, None}
-    assert len(judge.chat_requests) == 24  # base and tuned responses, each judged once
+    assert len(judge.chat_requests) == 28  # base and tuned responses, each judged once
 
 
 def test_the_books_data_runs_through_the_same_pipeline(project, tiny_model_dir):
+    """A dataset registered from the command line, split the book's way (ordered: 935 / 55 / 110)."""
     book = real_data("book_instruction_data.json")
     result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
-                   params={"model_registry.tiny-llama.path": str(tiny_model_dir), "data.source.path": str(book),
-                           "data.source.max_rows": 0})
+                   params={"model_registry.tiny-llama.path": str(tiny_model_dir), "datasets.book.path": str(book),
+                           "datasets.book.format": "alpaca", "data.datasets": "book", "data.max_rows": 0,
+                           "data.split.mode": "ordered"})
     assert result.returncode == 0, result.stdout[-4000:]
-    splits = [len(latest(project, f"data/03_primary/{name}_records.json")) for name in ("train", "val", "test")]
+    splits = [len(latest(project, f"data/03_primary/{name}_records.jsonl")) for name in ("train", "val", "test")]
     assert splits == [935, 55, 110]
     assert len(latest(project, "data/07_model_output/tuned_judgments.jsonl")) == 110

@@ -1,121 +1,297 @@
-"""Read a dataset source into a list of raw records.
+"""Read a dataset source into raw records, keeping every line that could not be read.
 
-A source is one of: a local file (``path``), an http(s) URL (``url`` with ``sha256``),
-or a Hugging Face Hub dataset id (``hub``, with optional ``subset`` and ``split``).
-Local and downloaded files are parsed by content, not suffix: a JSON array, JSON lines,
-CSV or Parquet. httpx does the HTTP; the format sniffing is a few lines and kept here
-because no library detects JSON vs JSONL by content.
+A source is one of: a local file or folder (``path``), an http(s) URL (``url``, with
+``sha256`` to verify and cache it), or a Hugging Face Hub dataset id (``hub``, with
+optional ``subset``, ``split`` and ``folder``). Files are parsed by content, not by
+suffix: Parquet (magic bytes), a JSON array (``[``), JSON lines (``{``), CSV (a first line
+of column names) or plain text (one record ``{"text": line}`` per line).
+
+Line-oriented files (JSON lines, text) are read line by line: a line that is not valid
+JSON or not UTF-8 is returned as *unreadable* with its line number and reason, so the
+align step can quarantine and count it; a JSON array or CSV file that cannot be parsed
+is unusable as a whole and raises :class:`SourceError` naming the file, line and column.
+httpx does the HTTP; the content sniffing is hand-written because no library tells
+JSON from JSON lines by content.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
 import logging
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 PARQUET_MAGIC = b"PAR1"
+FILE_TYPES = ("auto", "json", "jsonl", "csv", "parquet", "text")
+_HEADER_NAME = re.compile(r"^[A-Za-z_][\w .-]{0,63}$")
 
 
 class SourceError(ValueError):
     """The configured source cannot be read."""
 
 
+@dataclass
+class RawFile:
+    """What a source held: its records, the lines that could not be read, and where it came from."""
+
+    origin: str
+    file_type: str
+    records: list = field(default_factory=list)
+    unreadable: list[dict] = field(default_factory=list)
+    lines: list[int | None] | None = None  # line number of each record, for line-oriented files
+    files: list[str] | None = None  # file of each record, for folder sources
+
+    def as_dict(self) -> dict:
+        return {"origin": self.origin, "file_type": self.file_type, "records": self.records,
+                "lines": self.lines, "files": self.files, "unreadable": self.unreadable}
+
+    def cap(self, limit: int | None) -> None:
+        """Keep the first ``limit`` records, and only the unreadable lines that came before the cut."""
+        if not limit or len(self.records) <= int(limit):
+            return
+        limit = int(limit)
+        if self.lines is not None and self.lines[limit] is not None:
+            cut_file = self.files[limit] if self.files else None
+            self.unreadable = [u for u in self.unreadable
+                               if _before(u, self.lines[limit], cut_file, self.files)]
+        self.records = self.records[:limit]
+        self.lines = self.lines[:limit] if self.lines is not None else None
+        self.files = self.files[:limit] if self.files is not None else None
+
+
+def _before(item: dict, cut_line: int, cut_file: str | None, files: list[str] | None) -> bool:
+    if cut_file is None:
+        return item["line"] < cut_line
+    order = list(dict.fromkeys(files))
+    file = item.get("file", cut_file)
+    return order.index(file) < order.index(cut_file) or (file == cut_file and item["line"] < cut_line)
+
+
 def read_source(source: dict) -> list[dict]:
-    """Return the raw records of ``source`` (see module docstring for its keys)."""
+    """Records of a single-file source (path | url + sha256 | hub); any unreadable line is an error."""
+    raw = load_source(source)
+    if raw.unreadable:
+        first = raw.unreadable[0]
+        raise SourceError(f"{raw.origin}: line {first['line']}: {first['reason']} ({first['detail']})")
+    if not raw.records:
+        raise SourceError(f"Data source {raw.origin} holds no records")
+    return _require_objects(raw.records, raw.origin)
+
+
+def load_source(source: dict, cache_dir: str | Path | None = None, plain_text: bool = False) -> RawFile:
+    """Read ``source`` into a :class:`RawFile`, capped at ``source['max_rows']`` records when set.
+
+    With ``plain_text`` (a ``text`` dataset), a file that is not JSON or Parquet is read as
+    lines of text, never as CSV.
+    """
     kinds = [k for k in ("path", "url", "hub") if source.get(k)]
     if len(kinds) != 1:
-        raise SourceError(f"data.source needs exactly one of path / url / hub, got {sorted(source)}")
+        raise SourceError(f"A data source needs exactly one of path / url / hub, got {sorted(source)}")
+    file_type = source.get("file_type") or "auto"
+    if file_type not in FILE_TYPES:
+        raise SourceError(f"file_type {file_type!r} is not one of {FILE_TYPES}")
     kind = kinds[0]
     if kind == "path":
-        path = Path(source["path"]).expanduser()
-        if not path.is_file():
-            raise SourceError(f"Data file {path} does not exist (data.source.path)")
-        records = parse_bytes(path.read_bytes(), origin=str(path))
+        raw = read_path(Path(source["path"]).expanduser(), file_type, plain_text)
     elif kind == "url":
-        records = parse_bytes(fetch_url(source["url"], source.get("sha256")), origin=source["url"])
+        blob = fetch_url(source["url"], source.get("sha256"), cache_dir)
+        raw = parse_bytes(blob, source["url"], file_type, plain_text)
     else:
-        records = read_hub(source["hub"], source.get("subset"), source.get("split", "train"))
-    if not records:
-        raise SourceError(f"Data source {source[kind]} holds no records")
-    limit = source.get("max_rows")
-    if limit:
-        records = records[: int(limit)]
-    logger.info("Read %d records from %s", len(records), source[kind])
-    return records
+        raw = RawFile(source["hub"], "hub", read_hub(source["hub"], source.get("subset"),
+                                                     source.get("split") or "train", source.get("folder")))
+    raw.cap(source.get("max_rows"))
+    logger.info("Read %d records (%d unreadable lines) from %s", len(raw.records), len(raw.unreadable), raw.origin)
+    return raw
 
 
-def fetch_url(url: str, sha256: str | None) -> bytes:
-    """Download ``url``; verify its sha256 when given, log it when not."""
+def read_path(path: Path, file_type: str = "auto", plain_text: bool = False) -> RawFile:
+    """A file, or every file in a folder (sorted by name, hidden files skipped) as one source."""
+    if path.is_dir():
+        paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not paths:
+            raise SourceError(f"Data folder {path} holds no files")
+        merged = RawFile(str(path), "folder", lines=[], files=[])
+        for file in paths:
+            part = parse_bytes(file.read_bytes(), str(file), file_type, plain_text)
+            merged.records += part.records
+            merged.lines += part.lines if part.lines is not None else [None] * len(part.records)
+            merged.files += [str(file)] * len(part.records)
+            merged.unreadable += [item | {"file": str(file)} for item in part.unreadable]
+        return merged
+    if not path.is_file():
+        raise SourceError(f"Data file {path} does not exist")
+    return parse_bytes(path.read_bytes(), str(path), file_type, plain_text)
+
+
+def fetch_url(url: str, sha256: str | None, cache_dir: str | Path | None = None) -> bytes:
+    """Download ``url``; verify its sha256 when given (and then reuse a cached copy), log it when not."""
     import httpx
 
     if not url.startswith(("http://", "https://")):
-        raise SourceError(f"data.source.url must be http(s), got {url!r}")
-    response = httpx.get(url, follow_redirects=True, timeout=60.0)
-    response.raise_for_status()
+        raise SourceError(f"A data source url must be http(s), got {url!r}")
+    cached = Path(cache_dir) / sha256.lower() if cache_dir and sha256 else None
+    if cached is not None and cached.is_file():
+        blob = cached.read_bytes()
+        if hashlib.sha256(blob).hexdigest() == sha256.lower():
+            logger.info("Using the cached download of %s (%s)", url, cached)
+            return blob
+    try:
+        response = httpx.get(url, follow_redirects=True, timeout=60.0)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise SourceError(f"Could not download {url}: {type(err).__name__}: {err}") from err
     digest = hashlib.sha256(response.content).hexdigest()
     if sha256 is None:
-        logger.warning("No sha256 given for %s; its sha256 is %s (pin it in data.source.sha256)", url, digest)
+        logger.warning("No sha256 given for %s; its sha256 is %s (pin it with sha256: in the registry)", url, digest)
     elif digest != sha256.lower():
         raise SourceError(f"sha256 mismatch for {url}: expected {sha256}, got {digest}")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(response.content)
     return response.content
 
 
-def read_hub(dataset_id: str, subset: str | None, split: str) -> list[dict]:
+def read_hub(dataset_id: str, subset: str | None, split: str, folder: str | None = None) -> list[dict]:
     """Load a Hub dataset split with ``datasets`` (needs network access to the Hub)."""
     import datasets
 
     try:
-        loaded = datasets.load_dataset(dataset_id, subset, split=split)
-    except (ConnectionError, OSError) as err:
-        raise SourceError(f"Could not load Hub dataset {dataset_id!r} ({err}); offline? use data.source.path") from err
-    return [dict(row) for row in loaded]
+        loaded = datasets.load_dataset(dataset_id, subset, split=split, data_dir=folder)
+    except Exception as err:  # datasets raises many types offline; all mean "cannot load it"
+        raise SourceError(f"Could not load Hub dataset {dataset_id!r} ({type(err).__name__}: {err}); "
+                          "offline? download it and register it with a path") from err
+    return loaded.to_list()
 
 
-def parse_bytes(blob: bytes, origin: str) -> list[dict]:
-    """Parse JSON array, JSON lines, Parquet or CSV, detected from the content."""
-    if blob.startswith(PARQUET_MAGIC):
-        import pandas as pd
+def parse_bytes(blob: bytes, origin: str, file_type: str = "auto", plain_text: bool = False) -> RawFile:
+    """Parse a file's bytes by ``file_type``; ``auto`` detects it from the content."""
+    kind = detect_file_type(blob) if file_type == "auto" else file_type
+    if plain_text and file_type == "auto" and kind == "csv":
+        kind = "text"
+    if kind == "parquet":
+        import pyarrow.parquet as pq
 
-        return pd.read_parquet(io.BytesIO(blob)).to_dict(orient="records")
-    try:
-        text = blob.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise SourceError(f"{origin}: not UTF-8 text (byte {err.start})") from err
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+        return RawFile(origin, kind, pq.read_table(io.BytesIO(blob)).to_pylist())
+    if kind == "jsonl":
+        return parse_json_lines(blob, origin)
+    if kind == "text":
+        return _parse_text_lines(blob, origin)
+    text = _decode_whole(blob, origin)
+    if kind == "json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SourceError(f"{origin}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from err
-        return _require_objects(data, origin)
-    if stripped.startswith("{"):
-        return parse_json_lines(text, origin)
-    import pandas as pd
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]} / {"train": [...]} wrappers
+        if not isinstance(data, list):
+            raise SourceError(f"{origin}: expected a JSON list of records, got a JSON {type(data).__name__}")
+        return RawFile(origin, kind, data)  # rows that are not objects are quarantined by align
+    return RawFile(origin, "csv", _parse_csv(text, origin))
 
-    return pd.read_csv(io.StringIO(text), keep_default_na=False).to_dict(orient="records")
+
+def detect_file_type(blob: bytes) -> str:
+    """``parquet``, ``json``, ``jsonl``, ``csv`` or ``text`` from the first bytes of a file."""
+    if blob.startswith(PARQUET_MAGIC):
+        return "parquet"
+    head = blob[:4096].decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if head.startswith("["):
+        return "json"
+    if head.startswith("{"):
+        first_line = head.split("\n", 1)[0].strip()
+        return "jsonl" if first_line.endswith("}") and "\n" in head else _json_or_lines(blob)
+    first_line = head.split("\n", 1)[0]
+    names = next(csv.reader([first_line]), [])
+    if len(names) >= 2 and all(_HEADER_NAME.match(name.strip()) for name in names):
+        return "csv"
+    return "text"
 
 
-def parse_json_lines(text: str, origin: str) -> list[dict]:
-    """JSON objects, one per non-blank line; a bad line is named by its number."""
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+def _json_or_lines(blob: bytes) -> str:
+    """A ``{`` file is one JSON object (e.g. ``{"data": [...]}``) or JSON lines."""
+    try:
+        json.loads(blob.decode("utf-8-sig"))
+        return "json"
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "jsonl"
+
+
+def parse_json_lines(blob: bytes | str, origin: str) -> RawFile:
+    """JSON objects, one per non-blank line; bad lines are kept as unreadable with their number."""
+    raw = RawFile(origin, "jsonl", lines=[])
+    for number, line in _lines(blob, origin, raw):
         try:
-            records.append(json.loads(line))
+            value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise SourceError(f"{origin}: invalid JSON on line {number}: {err.msg}") from err
-    return _require_objects(records, origin)
+            raw.unreadable.append(_unreadable(number, "invalid JSON", f"{err.msg} (column {err.colno})", line))
+            continue
+        if not isinstance(value, dict):
+            raw.unreadable.append(_unreadable(number, "row is not an object", f"a JSON {type(value).__name__}", line))
+            continue
+        raw.records.append(value)
+        raw.lines.append(number)
+    return raw
 
 
-def _require_objects(data: object, origin: str) -> list[dict]:
-    if not isinstance(data, list):
-        raise SourceError(f"{origin}: expected a list of records, got {type(data).__name__}")
+def _parse_text_lines(blob: bytes, origin: str) -> RawFile:
+    raw = RawFile(origin, "text", lines=[])
+    for number, line in _lines(blob, origin, raw):
+        raw.records.append({"text": line})
+        raw.lines.append(number)
+    return raw
+
+
+def _lines(blob: bytes | str, origin: str, raw: RawFile):
+    """Yield ``(line_number, text)`` of non-blank lines; undecodable lines go to ``raw.unreadable``."""
+    if isinstance(blob, str):
+        blob = blob.encode("utf-8")
+    if blob.startswith(b"\xef\xbb\xbf"):
+        blob = blob[3:]
+    for number, line_bytes in enumerate(blob.split(b"\n"), start=1):
+        try:
+            line = line_bytes.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            raw.unreadable.append(_unreadable(number, "not UTF-8", f"at byte offset {err.start} in the line",
+                                              line_bytes.decode("utf-8", errors="replace")))
+            continue
+        if line.strip():
+            yield number, line
+
+
+def _unreadable(number: int, reason: str, detail: str, text: str) -> dict:
+    return {"line": number, "reason": reason, "detail": detail, "text": text[:500]}
+
+
+def _decode_whole(blob: bytes, origin: str) -> str:
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = blob[: err.start].count(b"\n") + 1
+        raise SourceError(f"{origin}: not UTF-8 text (byte {err.start}, line {line})") from err
+
+
+def _parse_csv(text: str, origin: str) -> list[dict]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, [])
+    rows = []
+    for fields in reader:
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise SourceError(f"{origin}: CSV line {reader.line_num} has {len(fields)} fields, the header "
+                              f"{len(header)} {header}; if this file is plain text, set file_type: text")
+        rows.append(dict(zip(header, fields)))
+    return rows
+
+
+def _require_objects(data: list, origin: str) -> list[dict]:
     for index, row in enumerate(data):
         if not isinstance(row, dict):
-            raise SourceError(f"{origin}: row {index} is {type(row).__name__}, expected an object")
+            raise SourceError(f"{origin}: row {index} is a JSON {type(row).__name__}, expected an object")
     return data

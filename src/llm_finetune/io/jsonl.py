@@ -11,6 +11,7 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from kedro_datasets._typing import TablePreview
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 
 from llm_finetune.data.sources import parse_json_lines
@@ -35,7 +36,11 @@ class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
 
     def load(self) -> list[dict]:
         path = Path(get_filepath_str(self._get_load_path(), "file"))
-        return parse_json_lines(path.read_text(encoding="utf-8"), str(path))
+        raw = parse_json_lines(path.read_bytes(), str(path))
+        if raw.unreadable:
+            bad = raw.unreadable[0]
+            raise DatasetError(f"{path}: line {bad['line']}: {bad['reason']} ({bad['detail']})")
+        return raw.records
 
     def save(self, data: list[dict]) -> None:
         path = Path(get_filepath_str(self._get_save_path(), "file"))
@@ -44,9 +49,11 @@ class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
             for record in data:
                 handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
-    def preview(self, nrows: int = 10) -> dict:
+    def preview(self, nrows: int = 10) -> TablePreview:
         """The first rows as a table (kedro-viz ``TablePreview``: columns / index / data)."""
-        rows = self.load()[:nrows]
+        path = Path(get_filepath_str(self._get_load_path(), "file"))
+        with path.open(encoding="utf-8") as handle:
+            rows = [json.loads(line) for line, _ in zip(handle, range(nrows))]
         columns = list(dict.fromkeys(key for row in rows for key in row))
         return {"columns": columns, "index": list(range(len(rows))),
                 "data": [[_cell(row.get(column)) for column in columns] for row in rows]}

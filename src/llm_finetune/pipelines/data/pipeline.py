@@ -2,14 +2,19 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from llm_finetune.pipelines.data.nodes import align_records, download_raw_data, split_dataset
+from llm_finetune.pipelines.data.nodes import (
+    align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        node(download_raw_data, "params:data.source", "raw_records", name="download"),
-        node(align_records, ["raw_records", "params:data"],
+        node(resolve_dataset_plan, ["params:data", "params:datasets"], "dataset_plan", name="resolve_datasets"),
+        node(download_raw_data, ["dataset_plan", "params:data.cache_dir"], "raw_datasets", name="download"),
+        node(align_records, ["raw_datasets", "dataset_plan", "params:data"],
              ["aligned_records", "align_quarantine", "align_report"], name="align"),
         node(split_dataset, ["aligned_records", "params:data.split"],
-             ["train_records", "val_records", "test_records"], name="split"),
+             ["split_train_records", "val_records", "test_records"], name="split"),
+        node(check_contamination, ["split_train_records", "val_records", "test_records", "params:data.contamination"],
+             ["train_records", "contamination_report", "contamination_pairs"], name="check_contamination"),
     ])

@@ -22,11 +22,12 @@ TEMPLATE_FILE = "prompt_template.json"
 REQUIRED_TRAIN_KEYS = ("seed", "precision", "epochs", "batch_size", "learning_rate", "lora")
 
 
-def preflight_checks(model_name: str, model_registry: dict, tokenize_params: dict, train_params: dict,
-                     judge_params: dict, judge_credentials: dict) -> dict:
-    """Fail before anything expensive: model entry, template, precision, judge endpoint.
+def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: dict, tokenize_params: dict,
+                     train_params: dict, judge_params: dict, judge_credentials: dict) -> dict:
+    """Fail before anything expensive: data kind, model entry, template, precision, judge endpoint.
 
     Args:
+        dataset_plan: the resolved datasets; sft needs conversation records.
         model_name: ``model``, a key of ``model_registry``.
         tokenize_params: ``tokenize`` (template, cutoff_len, mask_prompt).
         train_params: ``train``.
@@ -34,6 +35,10 @@ def preflight_checks(model_name: str, model_registry: dict, tokenize_params: dic
         model_registry: also validates a ``judge.local`` registry entry.
         judge_credentials: credentials for the judge (``judge_api`` in credentials.yml).
     """
+    wrong_kind = [f"{d['name']} ({d['kind']})" for d in dataset_plan if d["kind"] != "conversation"]
+    if wrong_kind:
+        raise ValueError(f"sft trains on conversations; data.datasets holds {', '.join(wrong_kind)}. "
+                         "Preference data is for the rm / dpo stages, text for pt.")
     spec = ModelSpec.from_registry(model_registry, model_name)
     if spec.source != "hub":
         spec.locate()

@@ -7,7 +7,7 @@ from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_mode
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        node(preflight_checks, ["params:model", "params:model_registry", "params:tokenize", "params:train",
+        node(preflight_checks, ["dataset_plan", "params:model", "params:model_registry", "params:tokenize", "params:train",
                                 "params:judge", "judge_credentials"], "preflight_report", name="preflight"),
         node(prepare_base_model, ["params:model", "params:model_registry", "base_model_cache", "preflight_report"],
              ["base_model", "base_model_info"], name="prepare_base_model"),
