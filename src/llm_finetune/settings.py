@@ -10,7 +10,8 @@ HOOKS = (
         metric_datasets={"summary_metrics": "", "align_report": "align.", "contamination_report": "contamination.", "train_tokenize_stats": "tokenize.train.",
                          "val_tokenize_stats": "tokenize.val.", "eval_summary_metrics": "",
                          "base_generation_timing": "generation.base.", "tuned_generation_timing": "generation.tuned."},
-        text_artifacts=("evaluation_report", "eval_report"),
+        text_artifacts={"evaluation_report": "evaluation_report.md", "eval_report": "eval_report.md",
+                        "train_mask_preview": "train_mask_preview.html"},
     ),
 )
 CONFIG_LOADER_CLASS = OmegaConfigLoader

@@ -61,14 +61,15 @@ class TrackingHook:
         artifact_folders: datasets whose saved folder is logged as an artifact.
         metric_datasets: dataset name -> metric-name prefix, for datasets holding (nested)
             dicts of numbers, e.g. ``{"summary_metrics": "", "align_report": "align."}``.
-        text_artifacts: datasets holding markdown text, logged as ``<name>.md``.
+        text_artifacts: dataset name -> artifact file name, for datasets holding text
+            (markdown reports, HTML pages).
     DataFrames are logged as ``tables/<name>.csv`` and figures as ``<name>.png``.
     """
 
     def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: dict[str, str] | None = None,
-                 text_artifacts: tuple[str, ...] = ()):
+                 text_artifacts: dict[str, str] | None = None):
         self.artifact_folders = set(artifact_folders)
-        self.text_artifacts = set(text_artifacts)
+        self.text_artifacts = dict(text_artifacts or {})
         self.metric_datasets = dict(metric_datasets or {})
         self._catalog = None
         self._tagged = False
@@ -107,4 +108,4 @@ class TrackingHook:
         elif type(data).__name__ == "DataFrame":
             mlflow.log_text(data.to_csv(index=False), f"tables/{dataset_name}.csv")
         elif isinstance(data, str) and dataset_name in self.text_artifacts:
-            mlflow.log_text(data, f"{dataset_name}.md")
+            mlflow.log_text(data, self.text_artifacts[dataset_name])

@@ -9,7 +9,8 @@ from llm_finetune.pipelines.data.nodes import (
     align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
 )
 from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses, plot_report
-from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, tokenize_split
+from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model
+from llm_finetune.pipelines.tokenize.nodes import tokenize_split
 from llm_finetune.tracking import flatten_metrics
 from tests.conftest import DEMO_DATA, alpaca_record
 from tests.judging.fake_servers import closed_port_url
@@ -19,6 +20,8 @@ DATA = {"datasets": ["demo"], "max_rows": 200, "max_quarantine_share": 0.05,
 REGISTRY = {"demo": {"path": str(DEMO_DATA), "format": "alpaca"}}
 PLAN = [{"name": "demo", "kind": "conversation"}]
 TRAIN = {"seed": 1, "precision": "fp32", "epochs": 1, "batch_size": 2, "learning_rate": 1e-3, "lora": {}}
+TOKENIZE = {"template": "alpaca", "cutoff_len": 64, "loss_on": "assistant", "truncation": "truncate_response",
+            "packing": "none"}
 JUDGE = {"reference": {"exact_match_rows": "auto", "max_reference_words": 4}, "llm": None, "local": None}
 
 
@@ -44,24 +47,33 @@ def test_data_nodes_on_the_demo_file():
 
 def test_preflight_fails_fast_on_config_mistakes(tiny_model_dir):
     registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
-    tokenize = {"template": "alpaca"}
-    report = preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE, {})
+    tokenize = TOKENIZE
+    report = preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, {}, JUDGE, {})
     assert report["precision"] == "fp32" and report["judges"]["llm"] is None
     with pytest.raises(ValueError, match="Unknown template"):
-        preflight_checks(PLAN, "tiny", registry, {"template": "nope"}, TRAIN, JUDGE, {})
+        preflight_checks(PLAN, "tiny", registry, TOKENIZE | {"template": "nope"}, TRAIN, {}, JUDGE, {})
+    with pytest.raises(ValueError, match="loss_on 'prompt' is not one of"):
+        preflight_checks(PLAN, "tiny", registry, TOKENIZE | {"loss_on": "prompt"}, TRAIN, {}, JUDGE, {})
+    with pytest.raises(ValueError, match="generate.template 'chatml' differs from tokenize.template 'alpaca'"):
+        preflight_checks(PLAN, "tiny", registry, TOKENIZE, TRAIN, {"template": "chatml"}, JUDGE, {})
+    with pytest.raises(ValueError, match="packing 'tight' is not one of"):
+        preflight_checks(PLAN, "tiny", registry, TOKENIZE | {"packing": "tight"}, TRAIN, {}, JUDGE, {})
     with pytest.raises(ValueError, match="train parameters lack: lora"):
-        preflight_checks(PLAN, "tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, JUDGE, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, {}, JUDGE,
+                         {})
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        preflight_checks(PLAN, "bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, JUDGE, {})
+        preflight_checks(PLAN, "bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, {},
+                         JUDGE, {})
     with pytest.raises(ValueError, match="reward_model"):
-        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE | {"reward_model": {"path": "x"}}, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, {}, JUDGE | {"reward_model": {"path": "x"}}, {})
     with pytest.raises(FileNotFoundError, match="judge.local.path"):
-        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, JUDGE | {"local": {"path": "/nonexistent"}}, {})
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, {}, JUDGE | {"local": {"path": "/nonexistent"}}, {})
     with pytest.raises(ValueError, match="sft trains on conversations; data.datasets holds pairs"):
-        preflight_checks([{"name": "pairs", "kind": "preference"}], "tiny", registry, tokenize, TRAIN, JUDGE, {})
+        preflight_checks([{"name": "pairs", "kind": "preference"}], "tiny", registry, tokenize, TRAIN, {}, JUDGE,
+                         {})
     url = closed_port_url("/v1")
     with pytest.raises(JudgeEndpointError, match=url):
-        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN,
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN, {},
                          JUDGE | {"llm": {"api": "openai", "url": url, "model": "m"}}, {})
 
 
@@ -70,9 +82,13 @@ def test_prepare_tokenize_and_generate_with_the_adapter_template(tiny_model_dir,
     folder, info = prepare_base_model("tiny", registry, tmp_path / "cache", {})
     assert info["reused"] is False and prepare_base_model("tiny", registry, tmp_path / "cache", {})[1]["reused"]
     records = [alpaca_record("Say hi", "hi", family="greet", verifiable=True)]
-    rows, quarantined, stats = tokenize_split(records, folder, {"template": "tokenizer", "cutoff_len": 64,
-                                                                "mask_prompt": True})
-    assert stats["rows"] == 1 and not quarantined
+    params = {"template": "tokenizer", "cutoff_len": 64, "loss_on": "assistant", "truncation": "drop",
+              "packing": "none"}
+    tokens, quarantined, stats = tokenize_split(records, folder, params, 4, tmp_path / "token_cache")
+    assert stats["rows"] == 1 and not quarantined and stats["reused"] is False
+    again = tokenize_split(records, folder, params, 4, tmp_path / "token_cache")
+    assert again[0] == tokens and again[2]["reused"] is True
+    assert tokenize_split(records, folder, params | {"cutoff_len": 63}, 4, tmp_path / "token_cache")[0] != tokens
     adapter = tmp_path / "adapter"
     _save_untrained_adapter(folder, adapter, template="tokenizer")
     responses, timing = generate_tuned_responses(records, folder, adapter, {"batch_size": 4, "max_new_tokens": 4,
@@ -85,13 +101,15 @@ def _save_untrained_adapter(base, folder, template):
     from peft import get_peft_model
 
     from llm_finetune.models.loading import load_causal_lm, load_tokenizer
+    from llm_finetune.pipelines.sft.nodes import saved_template
     from llm_finetune.training import lora_config
 
     model = get_peft_model(load_causal_lm(base), lora_config({"r": 2, "alpha": 4, "dropout": 0.0,
                                                               "target_modules": "all-linear"}))
     model.save_pretrained(folder)
     load_tokenizer(base).save_pretrained(folder)  # as train_adapter does
-    (folder / "prompt_template.json").write_text(json.dumps({"template": template}))
+    (folder / "prompt_template.json").write_text(json.dumps(saved_template(TOKENIZE | {"template": template},
+                                                                           load_tokenizer(base))))
 
 
 def _responses(answers):

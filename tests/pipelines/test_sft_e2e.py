@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs
     for relative in ("data/01_raw/snapshots/raw_datasets.json", "data/03_primary/test_records.jsonl",
                      "data/02_intermediate/aligned_records.jsonl", "data/02_intermediate/align_quarantine.jsonl",
                      "data/08_reporting/contamination_report.json", "data/08_reporting/contamination_pairs.jsonl",
-                     "data/05_model_input/train_tokens.json", "data/06_models/adapter", "data/06_models/base_model",
+                     "data/05_model_input/train_tokens", "data/08_reporting/train_mask_preview.html",
+                     "data/08_reporting/train_length_histogram.png", "data/06_models/adapter", "data/06_models/base_model",
                      "data/07_model_output/tuned_responses.jsonl", "data/08_reporting/loss_curve.png",
                      "data/08_reporting/base_vs_tuned.csv",
                      "data/08_reporting/score_histogram.png", "data/08_reporting/evaluation_report.md",
@@ -102,6 +104,8 @@ def test_rerun_gives_identical_metrics_and_reuses_the_base_model(project, two_ru
     assert {"base", "tuned", "delta", "train"} <= set(summary_1)
     assert "Reusing materialised base model" not in first.stdout
     assert "Reusing materialised base model" in second.stdout
+    assert "Reusing tokenized split" not in first.stdout and second.stdout.count("Reusing tokenized split") == 2
+    assert latest(project, "data/08_reporting/train_tokenize_stats.json")["reused"] is True
     assert latest(project, "data/06_models/base_model_info.json")["reused"] is True
 
 
@@ -119,7 +123,9 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in artifacts
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"loss_curve.png", "score_histogram.png", "evaluation_report.md"} <= top
+        assert {"loss_curve.png", "score_histogram.png", "evaluation_report.md", "train_mask_preview.html",
+                "train_length_histogram.png"} <= top
+        assert "tokenize.train.pad_fraction" in run.data.metrics and "tokenize.train.trained_tokens" in run.data.metrics
         assert "tables/base_vs_tuned.csv" not in top and "tables/comparison_table.csv" in {
             a.path for a in client.list_artifacts(run.info.run_id, "tables")}
         assert "generation.tuned.responses_per_s" in run.data.metrics
@@ -167,3 +173,30 @@ def test_the_books_data_runs_through_the_same_pipeline(project, tiny_model_dir):
     splits = [len(latest(project, f"data/03_primary/{name}_records.jsonl")) for name in ("train", "val", "test")]
     assert splits == [935, 55, 110]
     assert len(latest(project, "data/07_model_output/tuned_judgments.jsonl")) == 110
+
+
+def test_packed_chatml_training_and_the_adapter_carries_its_template(project, tiny_model_dir):
+    params = {"model_registry.tiny-llama.path": str(tiny_model_dir), "tokenize.template": "chatml",
+              "tokenize.packing": "bfd", "tokenize.loss_on": "all"}
+    result = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
+    assert result.returncode == 0, result.stdout[-4000:]
+    stats = latest(project, "data/08_reporting/train_tokenize_stats.json")
+    assert stats["packing"] == "bfd" and stats["training_rows"] < stats["rows"] and stats["packing_efficiency"] > 0.9
+    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    saved = json.loads((adapter / "prompt_template.json").read_text())
+    assert saved["template"] == "chatml" and "<|im_start|>assistant" in saved["source"]
+    assert {row["template"] for row in latest(project, "data/07_model_output/tuned_responses.jsonl")} == {"chatml"}
+    preview = (project / "data/08_reporting/train_mask_preview.html")
+    page = (preview / versions(project, "data/08_reporting/train_mask_preview.html")[-1] / preview.name).read_text()
+    # loss_on all: every token is trained except the first of each packed sample (never a target alone either)
+    samples = sum(int(n) for n in re.findall(r"(\d+) sample\(s\)", page))
+    page = page.split("</p>", 1)[1]  # below the legend
+    assert page.count("class='t n") == samples and page.count("class='t n cut'") == samples - 8 > 0
+
+
+def test_a_generate_template_other_than_the_training_one_fails_before_training(project, tiny_model_dir):
+    before = versions(project, "data/06_models/adapter")
+    result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
+                   params={"model_registry.tiny-llama.path": str(tiny_model_dir), "generate.template": "chatml"})
+    assert result.returncode != 0 and "differs from tokenize.template" in result.stdout
+    assert versions(project, "data/06_models/adapter") == before

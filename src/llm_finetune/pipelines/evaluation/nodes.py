@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from llm_finetune.models.loading import load_causal_lm, load_tokenizer, resolve_
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.pipelines.sft.nodes import TEMPLATE_FILE
-from llm_finetune.templates import alpaca_input
+from llm_finetune.templates import alpaca_input, load_template, stop_strings, template_from_saved
 
 logger = logging.getLogger(__name__)
 
@@ -23,27 +24,39 @@ logger = logging.getLogger(__name__)
 def generate_base_responses(test_records: list[dict], base_model: Path, generate_params: dict,
                             tokenize_params: dict) -> tuple[list[dict], dict]:
     """Responses of the untuned base model, prompted with ``tokenize.template``."""
-    return _generate(test_records, base_model, None, tokenize_params["template"], generate_params, "base")
+    tokenizer = load_tokenizer(base_model, padding_side="left")
+    template = load_template(tokenize_params["template"], tokenize_params.get("template_dir"))
+    return _generate(test_records, base_model, None, tokenizer, template, tokenize_params["template"],
+                     generate_params, "base")
 
 
 def generate_tuned_responses(test_records: list[dict], base_model: Path, adapter: Path,
                              generate_params: dict) -> tuple[list[dict], dict]:
-    """Responses of base + adapter, prompted with the template saved next to the adapter."""
-    template = json.loads((Path(adapter) / TEMPLATE_FILE).read_text())["template"]
-    return _generate(test_records, base_model, adapter, template, generate_params, "tuned")
+    """Responses of base + adapter, prompted with the template saved next to the adapter.
+
+    ``generate.template``, when set, must name that template (a mismatch is an error).
+    """
+    tokenizer = load_tokenizer(adapter, padding_side="left")
+    saved = json.loads((Path(adapter) / TEMPLATE_FILE).read_text())
+    template = template_from_saved(saved, tokenizer, generate_params.get("template"))
+    return _generate(test_records, base_model, adapter, tokenizer, template, saved["template"], generate_params,
+                     "tuned")
 
 
-def _generate(records: list[dict], base_model: Path, adapter: Path | None, template: str,
+def _generate(records: list[dict], base_model: Path, adapter: Path | None, tokenizer, template, template_name: str,
               params: dict, label: str) -> tuple[list[dict], dict]:
     """Generate with ``generate.*`` (batch_size, max_new_tokens, do_sample, ..., stop_strings, precision)."""
     records = records[: params["max_rows"]] if params.get("max_rows") else records
     precision = resolve_precision(params["precision"])
     model = load_causal_lm(base_model, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, adapter=adapter)
-    tokenizer = load_tokenizer(adapter or base_model, padding_side="left")
+    decoding = Decoding.from_params(params)
+    extra_stops = tuple(s for s in stop_strings(template, tokenizer) if s not in decoding.stop_strings)
+    if extra_stops:
+        decoding = replace(decoding, stop_strings=decoding.stop_strings + extra_stops)
     responses, timing = generate_responses(model, tokenizer, records, template, params["batch_size"],
-                                           decoding=Decoding.from_params(params))
+                                           decoding=decoding)
     batch_of = {index: batch["batch"] for batch in timing["batches"] for index in batch["row_indices"]}
-    rows = [_book_layout(record) | {"model_response": response, "model": label, "template": template,
+    rows = [_book_layout(record) | {"model_response": response, "model": label, "template": template_name,
                                     "batch": batch_of[index]}
             for index, (record, response) in enumerate(zip(records, responses))]
     timing |= {"model": label, "precision": precision, "batch_size": params["batch_size"]}

@@ -13,8 +13,10 @@ from llm_finetune.judging.run import check_judges
 from llm_finetune.models.loading import load_tokenizer, resolve_precision
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.templates import check_template
-from llm_finetune.tokenization import tokenize_records
+from llm_finetune.packing import PACKING
+from llm_finetune.templates import TOKENIZER, load_template
+from llm_finetune.token_store import load_rows
+from llm_finetune.tokenization import TokenizeSettings
 from llm_finetune.tracking import MlflowLossCallback
 
 logger = logging.getLogger(__name__)
@@ -23,14 +25,15 @@ REQUIRED_TRAIN_KEYS = ("seed", "precision", "epochs", "batch_size", "learning_ra
 
 
 def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: dict, tokenize_params: dict,
-                     train_params: dict, judge_params: dict, judge_credentials: dict) -> dict:
+                     train_params: dict, generate_params: dict, judge_params: dict, judge_credentials: dict) -> dict:
     """Fail before anything expensive: data kind, model entry, template, precision, judge endpoint.
 
     Args:
         dataset_plan: the resolved datasets; sft needs conversation records.
         model_name: ``model``, a key of ``model_registry``.
-        tokenize_params: ``tokenize`` (template, cutoff_len, mask_prompt).
+        tokenize_params: ``tokenize`` (template, cutoff_len, loss_on, truncation, packing).
         train_params: ``train``.
+        generate_params: ``generate``; ``generate.template``, when set, must be ``tokenize.template``.
         judge_params: ``judge``; when ``judge.llm`` is set its endpoint must answer now.
         model_registry: also validates a ``judge.local`` registry entry.
         judge_credentials: credentials for the judge (``judge_api`` in credentials.yml).
@@ -42,7 +45,13 @@ def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: 
     spec = ModelSpec.from_registry(model_registry, model_name)
     if spec.source != "hub":
         spec.locate()
-    check_template(tokenize_params["template"])
+    TokenizeSettings(load_template(tokenize_params["template"], tokenize_params.get("template_dir")),
+                     tokenize_params["cutoff_len"], tokenize_params["loss_on"], tokenize_params["truncation"])
+    if generate_params.get("template") and generate_params["template"] != tokenize_params["template"]:
+        raise ValueError(f"generate.template {generate_params['template']!r} differs from tokenize.template "
+                         f"{tokenize_params['template']!r}: the adapter must generate with its training template")
+    if tokenize_params["packing"] not in PACKING:
+        raise ValueError(f"tokenize.packing {tokenize_params['packing']!r} is not one of {PACKING}")
     missing = [key for key in REQUIRED_TRAIN_KEYS if key not in train_params]
     if missing:
         raise ValueError(f"train parameters lack: {', '.join(missing)}")
@@ -63,27 +72,28 @@ def prepare_base_model(model_name: str, model_registry: dict, cache_dir: Path, p
     return folder, info
 
 
-def tokenize_split(records: list[dict], base_model: Path, tokenize_params: dict) -> tuple[list[dict], list[dict], dict]:
-    """Tokenize one split with ``tokenize.template``, ``tokenize.cutoff_len`` and ``tokenize.mask_prompt``."""
-    tokenizer = load_tokenizer(base_model)
-    check_template(tokenize_params["template"], tokenizer)
-    return tokenize_records(records, tokenize_params["template"], tokenizer, tokenize_params["cutoff_len"],
-                            tokenize_params["mask_prompt"])
-
-
-def train_adapter(train_tokens: list[dict], val_tokens: list[dict], base_model: Path, base_model_info: dict,
+def train_adapter(train_tokens: Path, val_tokens: Path, base_model: Path, base_model_info: dict,
                   tokenize_params: dict, train_params: dict) -> tuple[ModelBundle, list[dict], dict]:
     """Train a LoRA adapter; the adapter folder also holds tokenizer, template and parameters."""
     from llm_finetune.training import train_lora
 
-    rows = train_tokens[: train_params["max_train_rows"]] if train_params.get("max_train_rows") else train_tokens
-    model, tokenizer, history, info = train_lora(rows, val_tokens, base_model, train_params,
+    train_rows, val_rows = load_rows(train_tokens).to_list(), load_rows(val_tokens).to_list()
+    if train_params.get("max_train_rows"):
+        train_rows = train_rows[: train_params["max_train_rows"]]
+    model, tokenizer, history, info = train_lora(train_rows, val_rows, base_model, train_params,
                                                  callbacks=[MlflowLossCallback()])
-    info |= {"train_rows": len(rows), "val_rows": len(val_tokens), "versions": package_versions()}
-    files = {TEMPLATE_FILE: {"template": tokenize_params["template"], "cutoff_len": tokenize_params["cutoff_len"],
-                             "mask_prompt": tokenize_params["mask_prompt"]},
+    info |= {"train_rows": len(train_rows), "val_rows": len(val_rows), "versions": package_versions()}
+    files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer),
              "training_params.json": train_params, "base_model.json": base_model_info, "train_info.json": info}
     return ModelBundle(model=model, tokenizer=tokenizer, files=files), history, info
+
+
+def saved_template(tokenize_params: dict, tokenizer) -> dict:
+    """What travels with the adapter: the template's name and full text, and the tokenize settings."""
+    template = load_template(tokenize_params["template"], tokenize_params.get("template_dir"))
+    source = tokenizer.chat_template if template == TOKENIZER else template.source
+    keys = ("cutoff_len", "loss_on", "truncation", "packing")
+    return {"template": tokenize_params["template"], "source": source} | {k: tokenize_params[k] for k in keys}
 
 
 def package_versions() -> dict:

@@ -1,20 +1,17 @@
-"""Wiring of the ``sft`` pipeline (the ``data`` and ``evaluation`` pipelines are added in the registry)."""
+"""Wiring of the ``sft`` pipeline (``data``, ``tokenize`` and ``evaluation`` are added in the registry)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, tokenize_split, train_adapter
+from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, train_adapter
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
         node(preflight_checks, ["dataset_plan", "params:model", "params:model_registry", "params:tokenize", "params:train",
-                                "params:judge", "judge_credentials"], "preflight_report", name="preflight"),
+                                "params:generate", "params:judge", "judge_credentials"], "preflight_report",
+             name="preflight"),
         node(prepare_base_model, ["params:model", "params:model_registry", "base_model_cache", "preflight_report"],
              ["base_model", "base_model_info"], name="prepare_base_model"),
-        node(tokenize_split, ["train_records", "base_model", "params:tokenize"],
-             ["train_tokens", "train_tokenize_quarantine", "train_tokenize_stats"], name="tokenize_train"),
-        node(tokenize_split, ["val_records", "base_model", "params:tokenize"],
-             ["val_tokens", "val_tokenize_quarantine", "val_tokenize_stats"], name="tokenize_val"),
         node(train_adapter, ["train_tokens", "val_tokens", "base_model", "base_model_info", "params:tokenize",
                              "params:train"], ["adapter", "loss_history", "train_info"], name="train"),
     ])

@@ -1,0 +1,69 @@
+"""Nodes of the ``tokenize`` pipeline: tokenize + pack a split (cached by its settings), preview the masks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.packing import pack_rows, padding_stats
+from llm_finetune.templates import TOKENIZER, check_template, load_template
+from llm_finetune.token_preview import length_histogram, mask_preview_html
+from llm_finetune.token_store import cache_key, cached, load_rows, load_side_files, store
+from llm_finetune.tokenization import TokenizeSettings, token_stats, tokenize_records
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when the tokenized layout changes, so old caches are not reused
+
+
+def settings_from_params(params: dict, tokenizer=None) -> tuple[TokenizeSettings, dict]:
+    """``TokenizeSettings`` and the dict that keys the cache (template text included)."""
+    template = load_template(params["template"], params.get("template_dir"))
+    check_template(template, tokenizer)
+    settings = TokenizeSettings(template=template, cutoff_len=params["cutoff_len"], loss_on=params["loss_on"],
+                                truncation=params["truncation"])
+    source = getattr(tokenizer, "chat_template", None) if template == TOKENIZER else template.source
+    key = {"format": FORMAT_VERSION, "template": params["template"], "template_source": source,
+           "cutoff_len": settings.cutoff_len, "loss_on": settings.loss_on, "truncation": settings.truncation,
+           "packing": params["packing"]}
+    return settings, key
+
+
+def tokenize_split(records: list[dict], base_model: Path, params: dict, batch_size: int,
+                   cache_dir: Path) -> tuple[Path, list[dict], dict]:
+    """Tokenize and pack one split (``tokenize.*``), reusing the cached result of identical settings.
+
+    Returns the tokenized folder (Arrow rows + quarantine + stats), the quarantined rows and
+    the statistics: tokens, trained tokens, truncation, pad fraction, packing efficiency.
+    """
+    tokenizer = load_tokenizer(base_model)
+    settings, key_settings = settings_from_params(params, tokenizer)
+    key = cache_key(records, base_model, key_settings)
+    folder = cached(cache_dir, key)
+    if folder is not None:
+        quarantined, stats = load_side_files(folder)
+        logger.info("Reusing tokenized split %s (same records, tokenizer and settings)", key)
+        return folder, quarantined, stats | {"reused": True}
+    rows, quarantined = tokenize_records(records, settings, tokenizer)
+    packed = pack_rows(rows, params["packing"], settings.cutoff_len)
+    stats = token_stats(rows, quarantined) | {"packing": params["packing"], "training_rows": len(packed),
+                                              "cache_key": key}
+    stats |= padding_stats([len(r["input_ids"]) for r in packed], batch_size, settings.cutoff_len)
+    logger.info("Tokenized %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
+    return store(cache_dir, key, packed, quarantined, stats | {"reused": False}), quarantined, stats | {"reused": False}
+
+
+def preview_masks(train_tokens: Path, base_model: Path, params: dict):
+    """An HTML page of the first ``tokenize.preview_rows`` training rows (trained tokens highlighted)
+    and a histogram of sample lengths."""
+    tokenizer = load_tokenizer(base_model)
+    dataset = load_rows(train_tokens)
+    head = dataset.select(range(min(params.get("preview_rows", 8), len(dataset)))).to_list()
+    title = (f"Training tokens: template {params['template']}, loss_on {params['loss_on']}, "
+             f"packing {params['packing']}, cutoff_len {params['cutoff_len']}")
+    if "sample_lengths" in dataset.column_names:
+        lengths = [n for row in dataset["sample_lengths"] for n in row]
+    else:
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+    return (mask_preview_html(head, tokenizer, title, len(head)),
+            length_histogram(lengths, params["cutoff_len"], "Training sample lengths"))
