@@ -6,7 +6,7 @@ import torch
 from llm_finetune.packing import PadCollator
 from llm_finetune.templates import load_template
 from llm_finetune.tokenization import IGNORE_INDEX, TokenizeSettings, tokenize_records
-from llm_finetune.training import train_lora
+from llm_finetune.training import train_model
 from tests.conftest import DEMO_DATA, alpaca_record
 
 PARAMS = {"seed": 7, "precision": "fp32", "epochs": 1, "max_steps": 30, "batch_size": 4,
@@ -34,14 +34,14 @@ def token_rows(tiny_tokenizer):
 
 def test_lora_training_lowers_the_loss_and_is_reproducible(tiny_model_dir, token_rows):
     train, val = token_rows
-    model, tokenizer, history, info = train_lora(train, val, tiny_model_dir, PARAMS)
+    model, tokenizer, history, info = train_model(train, val, tiny_model_dir, PARAMS)
     train_losses = [row["loss"] for row in history if row["split"] == "train"]
     val_losses = [row["loss"] for row in history if row["split"] == "val"]
     assert len(train_losses) == 6 and len(val_losses) == 3
     assert train_losses[-1] < train_losses[0]
     assert info["precision"] == "fp32" and info["global_steps"] == 30
     assert 0 < info["trainable_parameters"] < info["total_parameters"]
-    _, _, again, _ = train_lora(train, val, tiny_model_dir, PARAMS)
+    _, _, again, _ = train_model(train, val, tiny_model_dir, PARAMS)
     assert again == history
     lora_weights = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_weights and any(torch.count_nonzero(p) for p in lora_weights)

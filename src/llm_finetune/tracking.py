@@ -2,8 +2,9 @@
 
 * :class:`MlflowLossCallback` logs per-step train/val loss and learning rate while training.
 * :class:`TrackingHook` logs, after each dataset save: model folders (the adapter) as
-  artifacts, figures as images, tables as CSV, reports as markdown, and numeric metrics
-  dicts as metrics; and once per run the git commit and package versions as tags.
+  artifacts, figures as images, tables as CSV, reports as markdown / HTML, and numeric metrics
+  dicts as metrics; once per run the git commit and package versions as tags; and the version
+  of every versioned dataset read or written as a ``dataset_version.<name>`` tag.
 
 kedro-mlflow's ``MlflowArtifactDataset`` cannot wrap a versioned dataset on kedro 1.7
 (``VersionAlreadyExistsError``), hence a hook.
@@ -23,9 +24,10 @@ logger = logging.getLogger(__name__)
 
 
 class MlflowLossCallback(TrainerCallback):
-    """Log ``train_loss``, ``val_loss`` and ``learning_rate`` at each logging step."""
+    """Log ``train_loss``, ``val_loss``, learning rate, grad norm, tokens/s and MFU at each logging step."""
 
-    KEYS = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+    KEYS = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm",
+            "tokens_per_s": "tokens_per_s", "mfu": "mfu"}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if mlflow.active_run() is None or not logs:
@@ -93,7 +95,21 @@ class TrackingHook:
         self._tagged = True
 
     @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data) -> None:
+        """Tag the run with the version of every versioned dataset a node read."""
+        self._tag_version(dataset_name, "resolve_load_version")
+
+    def _tag_version(self, dataset_name: str, resolver: str) -> None:
+        if mlflow.active_run() is None or self._catalog is None:
+            return
+        dataset = self._catalog.get(dataset_name)
+        version = getattr(dataset, resolver, lambda: None)() if dataset is not None else None
+        if version:
+            mlflow.set_tag(f"dataset_version.{dataset_name}", version)
+
+    @hook_impl
     def after_dataset_saved(self, dataset_name: str, data) -> None:
+        self._tag_version(dataset_name, "resolve_save_version")
         if mlflow.active_run() is None:
             return
         if dataset_name in self.artifact_folders:

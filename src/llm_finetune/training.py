@@ -1,10 +1,13 @@
-"""LoRA supervised fine-tuning through transformers' ``Trainer``.
+"""Supervised fine-tuning (LoRA, full or freeze) through transformers' ``Trainer``.
 
-The recipe reads top to bottom: resolve precision -> load model -> wrap with LoRA ->
-fit with validation loss -> return the trained adapter and its loss history.
-In bf16 the frozen base weights are stored in bf16 and the LoRA weights (the only ones
-the optimiser updates) in fp32, under bf16 autocast: ~35 % faster than autocast over
-fp32 weights on an AMX CPU, with fp32 master weights for everything trained.
+The recipe reads top to bottom: resolve precision -> prepare the model (which weights train,
+:mod:`llm_finetune.tuning_methods`) -> fit with validation loss, checkpoints, throughput / MFU
+and optional early stopping -> return the model and its loss history.
+With LoRA in bf16 the frozen base weights are stored in bf16 and the LoRA weights (the only
+ones the optimiser updates) in fp32, under bf16 autocast: ~35 % faster than autocast over
+fp32 weights on an AMX CPU, with fp32 master weights for everything trained. Under gradient
+accumulation the Trainer divides the summed loss by the trained tokens of all micro-batches
+(``num_items_in_batch``), which ``tests/test_training_accumulation.py`` pins.
 Padding uses our own collator (:class:`llm_finetune.packing.PadCollator`): labels are padded
 with ``-100`` by position, never by comparing with the pad id (pad == EOS in SmolLM2, and EOS
 must stay a target); packed rows keep their per-sample position ids.
@@ -13,13 +16,17 @@ must stay a target); packed rows keep their per-sample position ids.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
-from llm_finetune.models.loading import load_causal_lm, load_tokenizer, resolve_precision
+from llm_finetune.models.loading import load_tokenizer, resolve_precision
 from llm_finetune.packing import PadCollator
+from llm_finetune.tuning_methods import prepare_model
 
 logger = logging.getLogger(__name__)
 
@@ -38,56 +45,135 @@ class _TokenRows(torch.utils.data.Dataset):
         return self.rows[index]
 
 
-def lora_config(params: dict):
-    """peft ``LoraConfig`` from the ``lora`` parameters."""
-    from peft import LoraConfig
+def train_model(train_rows: list[dict], val_rows: list[dict], base_model: Path, params: dict, callbacks=(),
+               checkpoint_dir: Path | None = None):
+    """Fine-tune ``base_model`` (``train.method``: lora | full | freeze); returns ``(model, tokenizer, history, info)``.
 
-    return LoraConfig(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"],
-                      target_modules=params["target_modules"], task_type="CAUSAL_LM", bias="none")
-
-
-def train_lora(train_rows: list[dict], val_rows: list[dict], base_model: Path, params: dict, callbacks=()):
-    """Fine-tune ``base_model`` with LoRA; returns ``(peft_model, tokenizer, history, info)``."""
-    from peft import get_peft_model
-    from transformers import Trainer, TrainingArguments, set_seed
+    With ``checkpoint_dir``, a checkpoint (adapter, optimizer, scheduler, RNG states, step) is
+    written every ``save_steps`` steps; ``resume: true`` continues from the last one there, with
+    the same data order, so the result equals an uninterrupted run. The folder is removed after
+    a successful run unless ``keep_checkpoints``.
+    """
+    from transformers import Trainer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     precision = resolve_precision(params["precision"])
     set_seed(params["seed"])
     tokenizer = load_tokenizer(base_model)
-    base_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = get_peft_model(load_causal_lm(base_model, dtype=base_dtype), lora_config(params["lora"]))
-    model.config.use_cache = False  # training needs no KV cache; packed rows need none for their block mask
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()
-    trainable, total = model.get_nb_trainable_parameters()
-    logger.info("LoRA: %d trainable of %d parameters (%.2f%%), precision %s", trainable, total,
-                100 * trainable / total, precision)
+    model, trainable, total = prepare_model(base_model, params, precision)
+    throughput = Throughput(flops_per_token=(6 if params.get("method", "lora") == "full" else 4) * total,
+                            peak_flops=peak_gemm_flops(torch.bfloat16 if precision == "bf16" else torch.float32))
+    extra = [throughput] + ([EarlyStopping(**params["early_stopping"])] if params.get("early_stopping") else [])
     with tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch:
-        args = TrainingArguments(
-            output_dir=scratch, seed=params["seed"], data_seed=params["seed"],
-            num_train_epochs=params["epochs"], max_steps=params.get("max_steps") or -1,
-            per_device_train_batch_size=params["batch_size"], per_device_eval_batch_size=params["batch_size"],
-            gradient_accumulation_steps=params["gradient_accumulation_steps"],
-            learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
-            lr_scheduler_type=params["lr_scheduler"], warmup_steps=params["warmup_steps"],
-            max_grad_norm=params["max_grad_norm"], bf16=precision == "bf16",
-            use_cpu=not torch.cuda.is_available(),
-            train_sampling_strategy="group_by_length" if params["group_by_length"] else "random",
-            eval_strategy="steps", eval_steps=params["eval_steps"], logging_steps=params["logging_steps"],
-            save_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False,
-        )
-        trainer = Trainer(model=model, args=args, train_dataset=_TokenRows(train_rows),
-                          eval_dataset=_TokenRows(val_rows), data_collator=PadCollator(tokenizer.pad_token_id),
-                          callbacks=list(callbacks))
-        result = trainer.train()
+        output_dir = Path(checkpoint_dir) if checkpoint_dir else Path(scratch)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(model=model, args=training_arguments(params, precision, output_dir, checkpoint_dir),
+                          train_dataset=_TokenRows(train_rows), eval_dataset=_TokenRows(val_rows),
+                          data_collator=PadCollator(tokenizer.pad_token_id), callbacks=extra + list(callbacks))
+        last = get_last_checkpoint(str(output_dir)) if params.get("resume") and checkpoint_dir else None
+        if last:
+            logger.info("Resuming training from %s", last)
+        elif params.get("resume"):
+            logger.info("train.resume is set but %s holds no checkpoint: starting from step 0", output_dir)
+        result = trainer.train(resume_from_checkpoint=last)
         if trainer.state.global_step % params["eval_steps"]:
             trainer.evaluate()
+    if checkpoint_dir and not params.get("keep_checkpoints"):
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     history = _loss_history(trainer.state.log_history)
-    info = {"precision": precision, "trainable_parameters": trainable, "total_parameters": total,
-            "train_runtime_s": round(result.metrics["train_runtime"], 1), "global_steps": trainer.state.global_step,
-            "final_train_loss": round(result.training_loss, 4), "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 4)}
+    runtime = result.metrics["train_runtime"]
+    trained_tokens = sum(sum(label != -100 for label in row["labels"][1:]) for row in train_rows)
+    info = {"method": params.get("method", "lora"), "precision": precision, "trainable_parameters": trainable,
+            "total_parameters": total, "train_runtime_s": round(runtime, 1), "global_steps": trainer.state.global_step,
+            "input_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
+            "peak_gemm_tflops": round(throughput.peak_flops / 1e12, 3), "mean_mfu": throughput.mean_mfu(),
+            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+            "trained_tokens_per_epoch": trained_tokens,
+            "resumed_from": Path(last).name if last else None, "final_train_loss": round(result.training_loss, 4),
+            "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 4)}
     return model, tokenizer, history, info
+
+
+def training_arguments(params: dict, precision: str, output_dir: Path, checkpointing: bool):
+    """transformers ``TrainingArguments`` from the ``train`` parameters."""
+    from transformers import TrainingArguments
+
+    save_steps = params.get("save_steps") or 0
+    return TrainingArguments(
+        output_dir=str(output_dir), seed=params["seed"], data_seed=params["seed"],
+        num_train_epochs=params["epochs"], max_steps=params.get("max_steps") or -1,
+        per_device_train_batch_size=params["batch_size"], per_device_eval_batch_size=params["batch_size"],
+        gradient_accumulation_steps=params["gradient_accumulation_steps"],
+        learning_rate=params["learning_rate"], weight_decay=params["weight_decay"],
+        lr_scheduler_type=params["lr_scheduler"], warmup_steps=params["warmup_steps"],
+        max_grad_norm=params["max_grad_norm"], bf16=precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length" if params["group_by_length"] else "random",
+        eval_strategy="steps", eval_steps=params["eval_steps"], logging_steps=params["logging_steps"],
+        save_strategy="steps" if checkpointing and save_steps else "no", save_steps=save_steps or 500,
+        save_total_limit=2, report_to="none", dataloader_num_workers=0, disable_tqdm=False,
+        optim=params.get("optimizer", "adamw_torch"), neftune_noise_alpha=params.get("neftune_noise_alpha"),
+        gradient_checkpointing=bool(params.get("gradient_checkpointing")), include_num_input_tokens_seen="all",
+    )
+
+
+def peak_gemm_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.5) -> float:
+    """Measured GEMM FLOP/s of this machine in ``dtype`` (the peak MFU is taken against)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - started)
+
+
+class Throughput(TrainerCallback):
+    """Adds ``tokens_per_s`` and ``mfu`` (against the measured GEMM peak) to each training log."""
+
+    def __init__(self, flops_per_token: float, peak_flops: float):
+        self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
+        self.last = None
+        self.mfus: list[float] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        now = (time.perf_counter(), state.num_input_tokens_seen)
+        if logs is not None and "loss" in logs and self.last is not None and now[0] > self.last[0]:
+            rate = (now[1] - self.last[1]) / (now[0] - self.last[0])
+            logs["tokens_per_s"] = round(rate, 1)
+            logs["mfu"] = round(rate * self.flops_per_token / self.peak_flops, 4)
+            self.mfus.append(logs["mfu"])
+            remaining = (state.max_steps - state.global_step) * (now[0] - self.last[0]) / max(args.logging_steps, 1)
+            logger.info("step %d/%d: loss %.4f, %.0f tokens/s, MFU %.1f%%, ETA %.0f s", state.global_step,
+                        state.max_steps, logs["loss"], rate, 100 * logs["mfu"], remaining)
+        if logs is not None and "loss" in logs or self.last is None:
+            self.last = now
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = (time.perf_counter(), state.num_input_tokens_seen)
+
+    def mean_mfu(self) -> float | None:
+        return round(sum(self.mfus) / len(self.mfus), 4) if self.mfus else None
+
+
+class EarlyStopping(TrainerCallback):
+    """Stop when val loss has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    def __init__(self, patience: int = 3, min_delta: float = 0.0):
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.bad = float("inf"), 0
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        if loss is None:
+            return
+        if loss < self.best - self.min_delta:
+            self.best, self.bad = loss, 0
+        else:
+            self.bad += 1
+            if self.bad >= self.patience:
+                logger.info("Early stopping at step %d: val loss %.4f, best %.4f", state.global_step, loss, self.best)
+                control.should_training_stop = True
 
 
 def _loss_history(log_history: list[dict]) -> list[dict]:

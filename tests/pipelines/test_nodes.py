@@ -102,7 +102,7 @@ def _save_untrained_adapter(base, folder, template):
 
     from llm_finetune.models.loading import load_causal_lm, load_tokenizer
     from llm_finetune.pipelines.sft.nodes import saved_template
-    from llm_finetune.training import lora_config
+    from llm_finetune.tuning_methods import lora_config
 
     model = get_peft_model(load_causal_lm(base), lora_config({"r": 2, "alpha": 4, "dropout": 0.0,
                                                               "target_modules": "all-linear"}))

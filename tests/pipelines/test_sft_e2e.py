@@ -133,6 +133,8 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         assert run.data.metrics["align.datasets.demo_instructions.rows_quarantined"] == 0
         assert run.data.metrics["contamination.test_rows_contaminated"] == 0
         assert run.data.tags.get("version.torch")
+        assert run.data.tags["dataset_version.train_records"] and run.data.tags["dataset_version.adapter"]
+        assert run.data.tags["dataset_version.train_tokens"] == run.data.tags["dataset_version.adapter"]
 
 
 def test_unreachable_judge_stops_the_run_before_training(project, tiny_model_dir):
@@ -200,3 +202,26 @@ def test_a_generate_template_other_than_the_training_one_fails_before_training(p
                    params={"model_registry.tiny-llama.path": str(tiny_model_dir), "generate.template": "chatml"})
     assert result.returncode != 0 and "differs from tokenize.template" in result.stdout
     assert versions(project, "data/06_models/adapter") == before
+
+
+def test_export_merges_the_adapter_into_a_standalone_model(project, two_runs):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llm_finetune.models.loading import load_causal_lm
+
+    result = kedro(project, "run", "--pipeline", "export", "--env", "test")
+    assert result.returncode == 0, result.stdout[-4000:]
+    merged = project / "data/06_models/merged_model" / versions(project, "data/06_models/merged_model")[-1]
+    merged = merged / "merged_model"
+    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    base = project / "data/06_models/base_model" / versions(project, "data/06_models/base_model")[-1] / "base_model"
+    assert json.loads((merged / "prompt_template.json").read_text()) == json.loads(
+        (adapter / "prompt_template.json").read_text())
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        standalone = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)(ids).logits
+        with_adapter = load_causal_lm(base, adapter=adapter)(ids).logits
+        untuned = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)(ids).logits
+    torch.testing.assert_close(standalone, with_adapter, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(standalone, untuned, atol=1e-4)

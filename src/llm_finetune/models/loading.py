@@ -54,9 +54,15 @@ def load_tokenizer(folder: Path, padding_side: str = "right"):
 
 
 def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32, adapter: Path | None = None):
-    """Base model from ``folder``; with ``adapter``, the peft adapter merged into it."""
+    """Base model from ``folder``; with ``adapter``, the peft adapter merged into it.
+
+    An ``adapter`` folder without ``adapter_config.json`` holds a whole tuned model (full or
+    freeze fine-tuning) and is loaded instead of the base.
+    """
     from transformers import AutoModelForCausalLM
 
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        return AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype).to(device())
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     if adapter is not None:
         from peft import PeftModel

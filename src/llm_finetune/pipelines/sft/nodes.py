@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -18,6 +19,7 @@ from llm_finetune.templates import TOKENIZER, load_template
 from llm_finetune.token_store import load_rows
 from llm_finetune.tokenization import TokenizeSettings
 from llm_finetune.tracking import MlflowLossCallback
+from llm_finetune.tuning_methods import METHODS
 
 logger = logging.getLogger(__name__)
 TEMPLATE_FILE = "prompt_template.json"
@@ -52,6 +54,8 @@ def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: 
                          f"{tokenize_params['template']!r}: the adapter must generate with its training template")
     if tokenize_params["packing"] not in PACKING:
         raise ValueError(f"tokenize.packing {tokenize_params['packing']!r} is not one of {PACKING}")
+    if train_params.get("method", "lora") not in METHODS:
+        raise ValueError(f"train.method {train_params['method']!r} is not one of {METHODS}")
     missing = [key for key in REQUIRED_TRAIN_KEYS if key not in train_params]
     if missing:
         raise ValueError(f"train parameters lack: {', '.join(missing)}")
@@ -73,19 +77,35 @@ def prepare_base_model(model_name: str, model_registry: dict, cache_dir: Path, p
 
 
 def train_adapter(train_tokens: Path, val_tokens: Path, base_model: Path, base_model_info: dict,
-                  tokenize_params: dict, train_params: dict) -> tuple[ModelBundle, list[dict], dict]:
-    """Train a LoRA adapter; the adapter folder also holds tokenizer, template and parameters."""
-    from llm_finetune.training import train_lora
+                  tokenize_params: dict, train_params: dict, checkpoints: Path) -> tuple[ModelBundle, list[dict], dict]:
+    """Train a LoRA adapter; the adapter folder also holds tokenizer, template and parameters.
+
+    Checkpoints go to ``checkpoints/<key>`` every ``train.save_steps`` steps, the key fixed by
+    the tokenized data, the base model and every parameter that changes the numbers; after an
+    interruption, ``train.resume: true`` continues from the last one.
+    """
+    from llm_finetune.training import train_model
 
     train_rows, val_rows = load_rows(train_tokens).to_list(), load_rows(val_tokens).to_list()
     if train_params.get("max_train_rows"):
         train_rows = train_rows[: train_params["max_train_rows"]]
-    model, tokenizer, history, info = train_lora(train_rows, val_rows, base_model, train_params,
-                                                 callbacks=[MlflowLossCallback()])
+    folder = Path(checkpoints) / checkpoint_key(train_tokens, val_tokens, base_model_info, train_params)
+    model, tokenizer, history, info = train_model(train_rows, val_rows, base_model, train_params,
+                                                 callbacks=[MlflowLossCallback()], checkpoint_dir=folder)
     info |= {"train_rows": len(train_rows), "val_rows": len(val_rows), "versions": package_versions()}
     files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer),
              "training_params.json": train_params, "base_model.json": base_model_info, "train_info.json": info}
     return ModelBundle(model=model, tokenizer=tokenizer, files=files), history, info
+
+
+def checkpoint_key(train_tokens: Path, val_tokens: Path, base_model_info: dict, train_params: dict) -> str:
+    """Which run a checkpoint belongs to: data, base model and numeric parameters (not resume / saving)."""
+    bookkeeping = {"resume", "keep_checkpoints", "save_steps", "logging_steps"}
+    identity = {"train": json.loads((Path(train_tokens) / "stats.json").read_text()).get("cache_key"),
+                "val": json.loads((Path(val_tokens) / "stats.json").read_text()).get("cache_key"),
+                "base": base_model_info.get("fingerprint"),
+                "params": {k: v for k, v in train_params.items() if k not in bookkeeping}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def saved_template(tokenize_params: dict, tokenizer) -> dict:

@@ -13,5 +13,5 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(prepare_base_model, ["params:model", "params:model_registry", "base_model_cache", "preflight_report"],
              ["base_model", "base_model_info"], name="prepare_base_model"),
         node(train_adapter, ["train_tokens", "val_tokens", "base_model", "base_model_info", "params:tokenize",
-                             "params:train"], ["adapter", "loss_history", "train_info"], name="train"),
+                             "params:train", "train_checkpoints"], ["adapter", "loss_history", "train_info"], name="train"),
     ])
