@@ -63,13 +63,13 @@ def _near_pairs(train_texts: list[str], candidates: dict, threshold: float) -> t
     vectorizer = TfidfVectorizer(lowercase=True, sublinear_tf=True, token_pattern=r"(?u)\b\w+\b")
     keys, texts = list(candidates), list(candidates.values())
     try:
-        vectorizer.fit(train_texts + texts)
+        matrix = vectorizer.fit_transform(train_texts + texts).tocsr()
     except ValueError:  # every text is empty or punctuation: there is no vocabulary to compare
         return [], set()
-    train_matrix = vectorizer.transform(train_texts).T.tocsc()
+    train_matrix, eval_matrix = matrix[: len(train_texts)].T.tocsr(), matrix[len(train_texts):]
     pairs, involved = [], set()
     for start in range(0, len(texts), CHUNK_ROWS):
-        similarities = (vectorizer.transform(texts[start:start + CHUNK_ROWS]) @ train_matrix).tocsr()
+        similarities = (eval_matrix[start:start + CHUNK_ROWS] @ train_matrix).tocsr()
         for offset in range(similarities.shape[0]):
             low, high = similarities.indptr[offset], similarities.indptr[offset + 1]
             values, columns = similarities.data[low:high], similarities.indices[low:high]

@@ -18,11 +18,12 @@ import json
 import random
 
 MODES = ("hash", "ordered", "shuffle")
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False)  # one encoder, not one per row
 
 
 def content_key(record: dict) -> str:
     """The record's content as canonical JSON (``meta`` excluded: it holds row numbers)."""
-    return json.dumps({k: v for k, v in record.items() if k != "meta"}, sort_keys=True, ensure_ascii=False)
+    return _CANONICAL.encode({k: v for k, v in record.items() if k != "meta"})
 
 
 def hash_fraction(record: dict, seed: int) -> float:
