@@ -33,13 +33,14 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_machine import machine, memory_mb, uptime
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "01_raw" / "demo_instructions.json"
@@ -69,17 +70,6 @@ def build_input(rows: int) -> Path:
     return path
 
 
-def peak_mb() -> float:
-    """Peak resident memory of this process so far, in MB (``VmHWM``).
-
-    Not ``ru_maxrss``: Linux carries the parent's peak across fork + exec into the child's.
-    """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def mark() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
@@ -98,7 +88,7 @@ def child_ours(data: Path, work: Path, extras: bool) -> dict:
     from llm_finetune.io import JSONLinesDataset
     from llm_finetune.pipelines.data.nodes import (align_records, check_contamination, download_raw_data,
                                                    resolve_dataset_plan, split_dataset)
-    out = {"import_s": time.perf_counter() - started, "rss_after_import_mb": peak_mb()}
+    out = {"import_s": time.perf_counter() - started, "rss_after_import_mb": memory_mb()}
     t = [mark()]
     plan = resolve_dataset_plan(DATA_PARAMS, {"bench": {"path": str(data), "format": "alpaca"}})
     raw = download_raw_data(plan, str(work / "cache"))
@@ -107,7 +97,7 @@ def child_ours(data: Path, work: Path, extras: bool) -> dict:
     t.append(mark())
     train, val, test = split_dataset(aligned, SPLIT)
     t.append(mark())
-    out |= {"peak_rss_mb": peak_mb(), "rows_out": len(aligned), "quarantined": len(quarantined),
+    out |= {"peak_rss_mb": memory_mb(), "rows_out": len(aligned), "quarantined": len(quarantined),
             "splits": [len(train), len(val), len(test)]}
     if not extras:
         return out | laps(t, STEPS)
@@ -117,7 +107,7 @@ def child_ours(data: Path, work: Path, extras: bool) -> dict:
     _, summary, _ = check_contamination(train, val, test, CONTAMINATION)
     t.append(mark())
     out |= laps(t, STEPS + ("write_jsonl_s", "contamination_s"))
-    return out | {"peak_rss_after_contamination_mb": peak_mb(), "contamination": summary}
+    return out | {"peak_rss_after_contamination_mb": memory_mb(), "contamination": summary}
 
 
 def child_lf(data: Path, work: Path, extras: bool = False) -> dict:
@@ -138,7 +128,7 @@ def child_lf(data: Path, work: Path, extras: bool = False) -> dict:
     from llamafactory.hparams import DataArguments
 
     datasets.disable_progress_bars()
-    out = {"import_s": time.perf_counter() - started, "rss_after_import_mb": peak_mb(),
+    out = {"import_s": time.perf_counter() - started, "rss_after_import_mb": memory_mb(),
            "versions": {"llamafactory": llamafactory.__version__, "datasets": datasets.__version__,
                         "transformers": transformers.__version__, "torch": sys.modules["torch"].__version__}}
     data_args = DataArguments(dataset="bench", dataset_dir=str(data.parent), val_size=0.15)
@@ -153,7 +143,7 @@ def child_lf(data: Path, work: Path, extras: bool = False) -> dict:
     train, evaluation = split_dataset(aligned, None, data_args, seed=42)
     t.append(mark())
     out |= laps(t, STEPS)
-    return out | {"peak_rss_mb": peak_mb(), "rows_out": len(aligned), "quarantined": 0,
+    return out | {"peak_rss_mb": memory_mb(), "rows_out": len(aligned), "quarantined": 0,
                   "splits": [len(train["train"]), len(evaluation["validation"])]}
 
 
@@ -182,31 +172,14 @@ def summarise(runs: list[dict]) -> dict:
                   "core_cpu_s_runs": [round(run["core_cpu_s"], 3) for run in runs]}
 
 
-def uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "load average: %.2f, %.2f, %.2f" % os.getloadavg()
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
+def our_versions() -> dict:
     versions = {}
     for name in ("torch", "datasets", "sklearn", "kedro"):
         try:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "ours": versions,
-            "code": git_state()}
-
-
-def git_state() -> str:
-    """The commit measured, and whether src/ had uncommitted changes (they are measured too)."""
-    head, dirty = (subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
-                   for args in (("rev-parse", "--short", "HEAD"), ("status", "--porcelain", "src")))
-    return head + (" + uncommitted src/ changes" if dirty else "")
+    return versions
 
 
 def table(rows: int, ours: dict, lf: dict | None) -> list[str]:
@@ -273,7 +246,7 @@ def main() -> int:
         RESULT.parent.mkdir(parents=True, exist_ok=True)
         RESULT.write_text(json.dumps({
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "rows": args.rows,
-            "input_mb": round(data.stat().st_size / 1e6, 1), "machine": machine(), "load_before": load_before,
+            "input_mb": round(data.stat().st_size / 1e6, 1), "machine": machine(our_versions()), "load_before": load_before,
             "load_after": load_after, "split": SPLIT, "contamination_params": CONTAMINATION,
             "repeats": args.repeats, "lf_cache": "fresh empty HF_DATASETS_CACHE per run (first run, no cache hits)",
             "ours": ours, "llamafactory": lf, "ratios": ratios}, indent=2, default=str) + "\n")

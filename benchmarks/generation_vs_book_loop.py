@@ -32,7 +32,7 @@ from pathlib import Path
 os.environ.setdefault("TQDM_DISABLE", "1")  # keep the report readable: no progress bars
 import torch
 
-from llm_finetune.data.align import align_alpaca
+from llm_finetune.data.align import align_dataset
 from llm_finetune.data.split import split_records
 from llm_finetune.generation import generate_responses
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
@@ -126,8 +126,9 @@ def main() -> int:
         return 0
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    aligned, quarantined = align_alpaca(json.loads(DATA.read_text()))
-    _, _, test = split_records(aligned, 0.85, 0.10, seed=0, shuffle=False)
+    raw = {"origin": str(DATA), "records": json.loads(DATA.read_text()), "lines": None, "unreadable": []}
+    aligned, quarantined = align_dataset("book", raw, {"format": "alpaca"})
+    _, _, test = split_records(aligned, 0.85, 0.10, seed=0, mode="ordered")
     test = test[:args.limit] if args.limit else test
     print(f"{len(aligned)} rows aligned ({len(quarantined)} quarantined); test rows {test[0]['meta']['row']}.."
           f"{test[-1]['meta']['row']} ({len(test)} used)")

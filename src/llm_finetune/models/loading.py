@@ -1,8 +1,9 @@
 """Load models and tokenizers from catalog folders, in the precision the hardware likes.
 
 ``precision: auto`` picks bf16 where the device runs it natively (CUDA with bf16 support,
-or a CPU with AMX / AVX-512 BF16, which runs a bf16 GEMM ~6x faster than fp32 here) and
-fp32 elsewhere; the choice is returned so runs can record it.
+or a CPU with AMX / AVX-512 BF16) and fp32 elsewhere; the choice is returned so runs can
+record it. How much bf16 gains varies by CPU: from ~1.4x (AVX-512 BF16 only) to ~6x (AMX)
+for a GEMM on the machines of this project.
 """
 
 from __future__ import annotations

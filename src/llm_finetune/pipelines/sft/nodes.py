@@ -11,7 +11,7 @@ from pathlib import Path
 
 from llm_finetune.io import ModelBundle
 from llm_finetune.judging.run import check_judges
-from llm_finetune.models.loading import load_tokenizer, resolve_precision
+from llm_finetune.models.loading import resolve_precision
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.packing import PACKING

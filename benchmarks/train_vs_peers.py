@@ -1,0 +1,370 @@
+"""Benchmark: our LoRA training vs TRL, transformers' Trainer and the book's loop, same steps, same machine.
+
+SmolLM2-135M-Instruct, LoRA r=16 / alpha 32 / dropout 0.05 on all linear layers, the book's 935
+training rows (``book_instruction_data.json``, ordered split), the book's Alpaca prompt, loss on
+the answer, cutoff 512, micro-batch 8, ``--steps`` optimizer steps for everyone, learning rate
+1e-3 (cosine, 10 warm-up steps, where a trainer has a schedule). Each configuration runs in its
+own fresh subprocess (peak RSS is ``VmHWM``), one after the other, on ``--threads`` threads:
+
+* **ours**: :func:`llm_finetune.training.train_model` with ``conf/base/parameters_sft.yml``'s
+  ``train`` defaults (precision auto = bf16 here, length-grouped batches, our ``PadCollator``);
+* **TRL default**: ``trl.SFTTrainer`` (own venv) on a prompt/completion dataset with its own
+  defaults (bf16 autocast over fp32 weights, gradient checkpointing, no packing);
+* **TRL fp32**: the same with ``bf16=False`` and ``packing=False``;
+* **book loop**: ch. 7's plain loop with peft LoRA: fp32, pad to the longest, ``model(x).logits``,
+  cross-entropy (ignore -100), AdamW, no schedule;
+* **HF Trainer**: transformers ``Trainer``, fp32, ``train_sampling_strategy="group_by_length"``,
+  ``DataCollatorForSeq2Seq``.
+
+Trained tokens are the labels != -100 after the shift, counted from every training forward pass.
+Throughput is taken over steps ``--warmup + 1 .. --steps`` (the first steps are reported apart).
+Val loss: one shared function, fp32, token-averaged, on the book's 55 validation rows.
+
+TRL venv (never install it into .venv)::
+
+    python3 -m venv /tmp/trl-venv
+    /tmp/trl-venv/bin/pip install torch==2.13.0
+    /tmp/trl-venv/bin/pip install "trl==1.16.*" transformers==5.23.0 datasets==5.2.0 tokenizers==0.23.3 peft==0.21.2
+
+Run:  .venv/bin/python benchmarks/train_vs_peers.py [--steps 10] [--trl-python /tmp/trl-venv/bin/python]
+Writes benchmarks/results/train_vs_peers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_machine import machine, memory_mb, uptime
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"
+CACHE = REPO / "data" / "06_models" / "base_model_cache"
+PARAMS = REPO / "conf" / "base" / "parameters_sft.yml"
+RESULT = REPO / "benchmarks" / "results" / "train_vs_peers.json"
+WORK = Path("/tmp/bench_train")
+TRL_PYTHON = "/tmp/trl-venv/bin/python"
+CUTOFF, BATCH, LR, SEED = 512, 8, 1e-3, 123
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
+CONFIGS = ("ours", "trl_default", "trl_fp32", "book", "hf_group")
+LABELS = {"ours": "ours (defaults)", "trl_default": "TRL SFTTrainer defaults", "trl_fp32": "TRL fp32, no packing",
+          "book": "book loop (fp32)", "hf_group": "HF Trainer, group_by_length (fp32)"}
+MARK = "RESULT "
+
+
+def prepare(path: Path) -> dict:
+    """Tokenize the book's split with our code; TRL gets the same prompt / answer text."""
+    from transformers import AutoTokenizer
+
+    from llm_finetune.data.formats import align_alpaca, columns_for, tags_for
+    from llm_finetune.data.split import split_records
+    from llm_finetune.templates import load_template, render_pieces
+    from llm_finetune.tokenization import TokenizeSettings, tokenize_records
+
+    rows = json.loads(DATA.read_text(encoding="utf-8"))
+    records = [align_alpaca(row, columns_for("alpaca", None), tags_for("alpaca", None)) | {"meta": {"row": i}}
+               for i, row in enumerate(rows)]
+    train, val, _ = split_records(records, 0.85, 0.10, seed=0, mode="ordered")
+    folder = next(CACHE.glob("smollm2-135m-instruct-*"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    template = load_template("alpaca")
+    tokenized = {}
+    for name, split in (("train", train), ("val", val)):
+        out, quarantined = tokenize_records(split, TokenizeSettings(template, CUTOFF), tokenizer)
+        assert not quarantined, quarantined[:1]
+        tokenized[name] = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in out]
+    text = []
+    for record in train:
+        prompt, answer = render_pieces(record, template, tokenizer)
+        text.append({"prompt": prompt.text, "completion": answer.text.removesuffix(tokenizer.eos_token)})
+    data = {"model": str(folder), "train": tokenized["train"], "val": tokenized["val"], "train_text": text}
+    path.write_text(json.dumps(data))
+    return {"model": folder.name, "train_rows": len(train), "val_rows": len(val),
+            "train_tokens": sum(len(r["input_ids"]) for r in tokenized["train"]),
+            "trained_tokens_per_epoch": sum(sum(x != -100 for x in r["labels"][1:]) for r in tokenized["train"])}
+
+
+def val_loss(model, rows: list[dict]) -> float:
+    """Token-averaged cross-entropy on ``rows`` in fp32, right-padded batches of 8 (the same for everyone)."""
+    import torch
+
+    model = model.float().eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), BATCH):
+            batch = rows[start:start + BATCH]
+            width = max(len(r["input_ids"]) for r in batch)
+            ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
+            labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+            mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            target = labels[:, 1:]
+            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100,
+                                                       reduction="sum").item()
+            count += int((target != -100).sum())
+    return round(total / count, 4)
+
+
+class Meter:
+    """Per step: end time, trained tokens (labels != -100 after the shift) and padded input tokens."""
+
+    def __init__(self):
+        self.start, self.ends, self.trained, self.padded = time.perf_counter(), [], [], []
+
+    def count(self, input_ids, labels) -> None:
+        self.trained.append(int((labels[:, 1:] != -100).sum()))
+        self.padded.append(int(input_ids.numel()))
+
+    def step_done(self) -> None:
+        self.ends.append(time.perf_counter())
+
+    def hook(self, module, args, kwargs) -> None:
+        """Forward pre-hook: count the batches of training forward passes (not evaluation)."""
+        if module.training and kwargs.get("labels") is not None:
+            self.count(kwargs["input_ids"], kwargs["labels"])
+
+    def summary(self, warmup: int) -> dict:
+        n = len(self.ends)
+        seconds = self.ends[-1] - self.ends[warmup - 1]
+        trained, padded = sum(self.trained[warmup:n]), sum(self.padded[warmup:n])
+        return {"steps": n, "warmup_steps": warmup, "first_step_s": round(self.ends[0] - self.start, 2),
+                "warmup_s": round(self.ends[warmup - 1] - self.start, 2), "timed_s": round(seconds, 2),
+                "wall_s": round(self.ends[-1] - self.start, 2), "trained_tokens": trained,
+                "padded_input_tokens": padded, "trained_tokens_per_s": round(trained / seconds, 1),
+                "input_tokens_per_s": round(padded / seconds, 1), "s_per_step": round(seconds / (n - warmup), 3),
+                "step_s": [round(b - a, 2) for a, b in zip([self.start] + self.ends, self.ends)],
+                "step_trained_tokens": self.trained[:n], "step_input_tokens": self.padded[:n]}
+
+
+def meter_callback(meter: Meter):
+    """A transformers callback that hooks ``meter`` on the model and stamps every optimizer step."""
+    from transformers import TrainerCallback
+
+    class Stamp(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            model.register_forward_pre_hook(meter.hook, with_kwargs=True)
+            meter.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            meter.step_done()
+
+    return Stamp()
+
+
+def lora_model(folder: str):
+    """The fp32 base model with peft LoRA adapters (the peers' model)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    return get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype="float32"), LoraConfig(**LORA))
+
+
+def child_ours(data: dict, args) -> dict:
+    import yaml
+
+    from llm_finetune.training import train_model
+
+    params = yaml.safe_load(PARAMS.read_text())["train"] | {
+        "max_steps": args.steps, "eval_steps": args.steps, "logging_steps": 5, "batch_size": BATCH, "save_steps": 0}
+    meter = Meter()
+    model, _, _, info = train_model(data["train"], data["val"], Path(data["model"]), params,
+                                    callbacks=[meter_callback(meter)])
+    return meter.summary(args.warmup) | {"precision": info["precision"], "info": info,
+                                         "params": {k: v for k, v in params.items() if k != "lora"},
+                                         "val_loss": val_loss(model, data["val"])}
+
+
+def child_trl(data: dict, args, fp32: bool) -> dict:
+    import datasets
+    import trl
+    from peft import LoraConfig
+
+    options = {"bf16": False, "packing": False} if fp32 else {}
+    config = trl.SFTConfig(output_dir=args.work, max_length=CUTOFF, per_device_train_batch_size=BATCH,
+                           learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps,
+                           seed=SEED, report_to="none", save_strategy="no", eval_strategy="no", use_cpu=True,
+                           disable_tqdm=True, **options)
+    meter, started = Meter(), time.perf_counter()
+    trainer = trl.SFTTrainer(model=data["model"], args=config, train_dataset=datasets.Dataset.from_list(
+        data["train_text"]), peft_config=LoraConfig(**LORA), callbacks=[meter_callback(meter)])
+    setup = time.perf_counter() - started
+    trainer.train()
+    precision = "bf16 autocast" if config.bf16 else "fp32"
+    return meter.summary(args.warmup) | {"precision": precision, "setup_s": round(setup, 2), "trl": trl.__version__,
+                                         "packing": config.packing, "gradient_checkpointing": config.gradient_checkpointing,
+                                         "val_loss": val_loss(trainer.model, data["val"])}
+
+
+def child_book(data: dict, args) -> dict:
+    """The book's ch. 7 loop (shuffled loader, drop_last, AdamW with weight decay 0.1, no schedule), with LoRA."""
+    import torch
+
+    torch.manual_seed(SEED)
+    model = lora_model(data["model"])
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
+    rows, pad = data["train"], 0
+    loader = torch.utils.data.DataLoader(rows, batch_size=BATCH, shuffle=True, drop_last=True, collate_fn=lambda b: b)
+    meter, step = Meter(), 0
+    while step < args.steps:
+        for batch in loader:
+            width = max(len(r["input_ids"]) for r in batch)
+            input_ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch])
+            labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
+            meter.count(input_ids, labels)
+            optimizer.zero_grad()
+            logits = model(input_ids).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
+                                                     ignore_index=-100)
+            loss.backward()
+            optimizer.step()
+            meter.step_done()
+            step += 1
+            if step == args.steps:
+                break
+    return meter.summary(args.warmup) | {"precision": "fp32", "val_loss": val_loss(model, data["val"])}
+
+
+def child_hf_group(data: dict, args) -> dict:
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(data["model"])
+    training = TrainingArguments(output_dir=args.work, per_device_train_batch_size=BATCH, learning_rate=LR,
+                                 lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps, seed=SEED,
+                                 train_sampling_strategy="group_by_length", report_to="none", save_strategy="no",
+                                 eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=5)
+    meter = Meter()
+    trainer = Trainer(model=lora_model(data["model"]), args=training, train_dataset=data["train"],
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+                      callbacks=[meter_callback(meter)])
+    trainer.train()
+    return meter.summary(args.warmup) | {"precision": "fp32", "val_loss": val_loss(trainer.model, data["val"])}
+
+
+def run_child(python: str, name: str, data_path: Path, args) -> dict:
+    """One configuration in a fresh process of ``python``."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_train_{name}_") as work:
+        command = [python, __file__, "--child", name, "--data", str(data_path), "--work", work,
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        env = os.environ | {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    if proc.returncode or not lines:
+        return {"error": f"exit {proc.returncode}: {proc.stderr[-2500:]}"}
+    return json.loads(lines[-1][len(MARK):])
+
+
+def child(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    data = json.loads(Path(args.data).read_text())
+    runners = {"ours": child_ours, "book": child_book, "hf_group": child_hf_group,
+               "trl_default": lambda d, a: child_trl(d, a, fp32=False), "trl_fp32": lambda d, a: child_trl(d, a, True)}
+    result = runners[args.child](data, args)
+    print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "torch": torch.__version__}, default=str))
+    return 0
+
+
+def peak_gemm(threads: int) -> dict:
+    """Measured GEMM TFLOP/s (1024^3, 2 s each) in fp32 and bf16 with our ``peak_gemm_flops``."""
+    import torch
+
+    from llm_finetune.training import peak_gemm_flops
+
+    torch.set_num_threads(threads)
+    return {name: round(peak_gemm_flops(dtype, seconds=2.0) / 1e12, 3)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+
+
+def table(results: dict) -> list[str]:
+    lines = ["| configuration | precision | wall s | s/step | trained tokens | trained tokens/s | peak RSS MB | val loss "
+             "| ours / this (tokens/s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ours = results.get("ours", {}).get("trained_tokens_per_s")
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {LABELS[name]} | failed: {r['error'][-200:]!r} |")
+            continue
+        ratio = f"{ours / r['trained_tokens_per_s']:.2f}x" if ours else ""
+        lines.append(f"| {LABELS[name]} | {r['precision']} | {r['wall_s']} | {r['s_per_step']} | {r['trained_tokens']:,} "
+                     f"| {r['trained_tokens_per_s']:,.1f} | {r['peak_rss_mb']:,.0f} | {r['val_loss']} | {ratio} |")
+    return lines
+
+
+def versions(*names: str) -> dict:
+    return {name: __import__(name).__version__ for name in names}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the throughput")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS))
+    parser.add_argument("--trl-python", default=TRL_PYTHON)
+    parser.add_argument("--no-save", action="store_true")
+    parser.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    if not DATA.is_file():
+        print(f"skipped: the book's data is not at {DATA}")
+        return 0
+    WORK.mkdir(parents=True, exist_ok=True)
+    data_path = WORK / "data.json"
+    dataset = prepare(data_path)
+    print(f"data: {dataset}")
+    load_before, started = uptime(), datetime.datetime.now(datetime.timezone.utc)
+    gemm = peak_gemm(args.threads)
+    print(f"peak GEMM TFLOP/s ({args.threads} threads): {gemm}; {load_before}")
+    results = {}
+    for name in args.configs:
+        python = args.trl_python if name.startswith("trl") else sys.executable
+        if not Path(python).is_file():
+            results[name] = {"error": f"{python} does not exist (see this script's docstring)"}
+            continue
+        results[name] = run_child(python, name, data_path, args)
+        r = results[name]
+        print(f"{name}: " + (r["error"] if "error" in r else
+                             f"{r['wall_s']} s, {r['trained_tokens_per_s']} trained tokens/s, val {r['val_loss']}, "
+                             f"peak {r['peak_rss_mb']} MB") + f"  [{uptime()}]", flush=True)
+    load_after = uptime()
+    ours = results.get("ours", {})
+    ratios = {name: {"trained_tokens_per_s": round(ours["trained_tokens_per_s"] / r["trained_tokens_per_s"], 2),
+                     "wall_s": round(ours["wall_s"] / r["wall_s"], 2),
+                     "peak_rss": round(ours["peak_rss_mb"] / r["peak_rss_mb"], 2)}
+              for name, r in results.items() if name != "ours" and "error" not in r and ours and "error" not in ours}
+    mfu = None
+    if ours and "error" not in ours:
+        total, peak = ours["info"]["total_parameters"], gemm["bf16" if ours["precision"] == "bf16" else "fp32"]
+        mfu = {"flops_per_token": f"4 x {total} (LoRA: forward + input gradients)", "peak_tflops": peak,
+               "mfu_timed_window": round(4 * total * ours["input_tokens_per_s"] / (peak * 1e12), 4),
+               "mean_mfu_from_training_logs": ours["info"]["mean_mfu"],
+               "peak_gemm_tflops_from_training": ours["info"]["peak_gemm_tflops"]}
+    print(f"\n{args.steps} optimizer steps each (throughput over steps {args.warmup + 1}..{args.steps}), "
+          f"batch {BATCH}, cutoff {CUTOFF}, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC")
+    print("\n".join(table(results)))
+    print(f"\nratios ours / peer: {json.dumps(ratios)}\nMFU: {mfu}\nload before: {load_before}\nload after:  {load_after}")
+    if not args.no_save:
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps({
+            "date": started.isoformat(timespec="seconds"), "machine": machine(versions("torch", "transformers", "peft")), "data": dataset,
+            "steps": args.steps, "warmup_steps": args.warmup, "batch_size": BATCH, "cutoff_len": CUTOFF,
+            "learning_rate": LR, "lora": LORA, "threads": args.threads, "load_before": load_before,
+            "load_after": load_after, "peak_gemm_tflops": gemm, "ours_mfu": mfu, "results": results,
+            "ratios_ours_over_peer": ratios}, indent=2, default=str) + "\n")
+        print(f"wrote {RESULT.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
