@@ -140,12 +140,14 @@ class Throughput(TrainerCallback):
 
     def __init__(self, flops_per_token: float, peak_flops: float):
         self.flops_per_token, self.peak_flops = flops_per_token, peak_flops
-        self.last = None
+        self.last = (time.perf_counter(), 0)
         self.mfus: list[float] = []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:  # evaluation logs: not a training interval
+            return
         now = (time.perf_counter(), state.num_input_tokens_seen)
-        if logs is not None and "loss" in logs and self.last is not None and now[0] > self.last[0]:
+        if now[0] > self.last[0]:
             rate = (now[1] - self.last[1]) / (now[0] - self.last[0])
             logs["tokens_per_s"] = round(rate, 1)
             logs["mfu"] = round(rate * self.flops_per_token / self.peak_flops, 4)
@@ -153,8 +155,7 @@ class Throughput(TrainerCallback):
             remaining = (state.max_steps - state.global_step) * (now[0] - self.last[0]) / max(args.logging_steps, 1)
             logger.info("step %d/%d: loss %.4f, %.0f tokens/s, MFU %.1f%%, ETA %.0f s", state.global_step,
                         state.max_steps, logs["loss"], rate, 100 * logs["mfu"], remaining)
-        if logs is not None and "loss" in logs or self.last is None:
-            self.last = now
+        self.last = now
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.last = (time.perf_counter(), state.num_input_tokens_seen)

@@ -107,6 +107,17 @@ def locate(path: Path, entry: dict):
     return pq.read_table(path).to_pylist()[entry["row"]]
 
 
+def the_one_bad_row(tmp_path: Path, file_name: str, layout: tuple, bad) -> tuple[Path, dict]:
+    """Write good, ``bad``, good; both good rows are kept, the bad one is the only quarantine entry."""
+    entry, good = layout
+    path = write(tmp_path / file_name, [good, bad, good])
+    aligned, quarantined, report = align(tmp_path, path, entry)
+    assert len(aligned) == 2
+    [item] = quarantined
+    check_accounted(path, aligned, quarantined, report)
+    return path, item
+
+
 def check_accounted(path: Path, aligned: list, quarantined: list, report: dict) -> None:
     """Nothing disappears uncounted, and every quarantined row can be found in its file."""
     counts = report["datasets"]["bad"]
@@ -134,14 +145,9 @@ UNREADABLE_LINES = [
 
 @pytest.mark.parametrize(("file_name", "layout", "bad_line", "reason", "detail"), UNREADABLE_LINES)
 def test_unreadable_line_is_quarantined_with_its_line_number(tmp_path, file_name, layout, bad_line, reason, detail):
-    entry, good = layout
-    path = write(tmp_path / file_name, [good, bad_line, good])
-    aligned, quarantined, report = align(tmp_path, path, entry)
-    assert len(aligned) == 2
-    [item] = quarantined
+    path, item = the_one_bad_row(tmp_path, file_name, layout, bad_line)
     assert (item["line"], item["row"], item["field"], item["reason"]) == (2, None, None, reason)
     assert re.search(detail, item["detail"])
-    check_accounted(path, aligned, quarantined, report)
 
 
 ROW_DEFECTS = [
@@ -229,14 +235,9 @@ ROW_DEFECTS = [
 
 @pytest.mark.parametrize(("layout", "file_name", "bad", "field", "reason"), ROW_DEFECTS)
 def test_bad_row_is_quarantined_with_field_and_reason(tmp_path, layout, file_name, bad, field, reason):
-    entry, good = layout
-    path = write(tmp_path / file_name, [good, bad, good])
-    aligned, quarantined, report = align(tmp_path, path, entry)
-    assert len(aligned) == 2
-    [item] = quarantined
+    path, item = the_one_bad_row(tmp_path, file_name, layout, bad)
     assert (item["row"], item["field"], item["reason"]) == (1, field, reason)
     assert item.get("line") == (2 if path.suffix in LINE_FILES else None)
-    check_accounted(path, aligned, quarantined, report)
 
 
 def test_llamafactory_sharegpt_ranking_with_chosen_not_a_turn(tmp_path):

@@ -57,20 +57,13 @@ class RawFile:
             return
         limit = int(limit)
         if self.lines is not None and self.lines[limit] is not None:
-            cut_file = self.files[limit] if self.files else None
-            self.unreadable = [u for u in self.unreadable
-                               if _before(u, self.lines[limit], cut_file, self.files)]
+            # (file, line) orders records and unreadable lines alike: folder files are read in name order
+            cut_file = self.files[limit] if self.files else ""
+            cut = (cut_file, self.lines[limit])
+            self.unreadable = [u for u in self.unreadable if (u.get("file", cut_file), u["line"]) < cut]
         self.records = self.records[:limit]
         self.lines = self.lines[:limit] if self.lines is not None else None
         self.files = self.files[:limit] if self.files is not None else None
-
-
-def _before(item: dict, cut_line: int, cut_file: str | None, files: list[str] | None) -> bool:
-    if cut_file is None:
-        return item["line"] < cut_line
-    order = list(dict.fromkeys(files))
-    file = item.get("file", cut_file)
-    return order.index(file) < order.index(cut_file) or (file == cut_file and item["line"] < cut_line)
 
 
 def read_source(source: dict) -> list[dict]:
@@ -113,7 +106,7 @@ def load_source(source: dict, cache_dir: str | Path | None = None, plain_text: b
 def read_path(path: Path, file_type: str = "auto", plain_text: bool = False) -> RawFile:
     """A file, or every file in a folder (sorted by name, hidden files skipped) as one source."""
     if path.is_dir():
-        paths = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        paths = sorted((p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")), key=str)
         if not paths:
             raise SourceError(f"Data folder {path} holds no files")
         merged = RawFile(str(path), "folder", lines=[], files=[])

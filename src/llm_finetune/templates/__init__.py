@@ -109,13 +109,20 @@ def check_template(template: ChatTemplate | str, tokenizer=None) -> None:
 
 
 def _expand(texts, tokenizer) -> list[str]:
-    return [_fill(text, {}, tokenizer) for text in texts]
+    specials = _specials(tokenizer)
+    return [_fill(text, specials) for text in texts]
 
 
-def _fill(slot: str, values: dict, tokenizer) -> str:
+def _specials(tokenizer) -> dict:
+    """``{eos}`` / ``{bos}`` texts, looked up once per render (a tokenizer attribute lookup is slow)."""
+    return {"eos": getattr(tokenizer, "eos_token", None) or "", "bos": getattr(tokenizer, "bos_token", None) or ""}
+
+
+def _fill(slot: str, values: dict) -> str:
     """Fill placeholders in one pass (content is never re-scanned for placeholders)."""
-    specials = {"eos": getattr(tokenizer, "eos_token", None) or "", "bos": getattr(tokenizer, "bos_token", None) or ""}
-    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), specials.get(m.group(1), ""))), slot)
+    if "{" not in slot:
+        return slot
+    return PLACEHOLDER.sub(lambda m: str(values.get(m.group(1), "")), slot)
 
 
 def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) -> list[Piece]:
@@ -127,20 +134,20 @@ def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) ->
         return _tokenizer_pieces(record, tokenizer)
     if isinstance(template, str):
         template = load_template(template)
-    messages = record["messages"]
+    messages, specials = record["messages"], _specials(tokenizer)
     system = record.get("system") or template.default_system
     if record.get("tools"):
         if template.tools is None:
             raise TemplateError(f"template {template.name!r} cannot render tool definitions")
-        system = (system or "") + _fill(template.tools, {"tools": record["tools"]}, tokenizer)
-    pieces, prompt = [], _fill(template.bos, {}, tokenizer)
+        system = (system or "") + _fill(template.tools, specials | {"tools": record["tools"]})
+    pieces, prompt = [], _fill(template.bos, specials)
     prefix_first_user = ""
     if system and template.system_in_first_user:
-        prefix_first_user = _fill(template.system or "{content}", {"content": system}, tokenizer)
+        prefix_first_user = _fill(template.system or "{content}", specials | {"content": system})
     elif system:
         if template.system is None:
             raise TemplateError(f"template {template.name!r} has no system slot; the record has a system prompt")
-        prompt += _fill(template.system, {"content": system}, tokenizer)
+        prompt += _fill(template.system, specials | {"content": system})
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     for index, message in enumerate(messages):
         role = message["role"]
@@ -148,18 +155,18 @@ def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) ->
             slot = template.answer if role == "assistant" else template.function_call
             if slot is None:
                 raise TemplateError(f"template {template.name!r} cannot render function calls")
-            pieces.append(Piece(prompt + _fill(template.answer_prefix, {}, tokenizer), "prompt"))
-            text = _fill(slot, {"content": message["content"]}, tokenizer)
-            pieces.append(Piece(text + _fill(template.answer_suffix, {}, tokenizer), "answer"))
+            pieces.append(Piece(prompt + _fill(template.answer_prefix, specials), "prompt"))
+            text = _fill(slot, specials | {"content": message["content"]})
+            pieces.append(Piece(text + _fill(template.answer_suffix, specials), "answer"))
             prompt = template.turn_separator if index < len(messages) - 1 else ""
             continue
         if role == "user":
-            prompt += _user_text(record, message, template, tokenizer, index == last_user, prefix_first_user)
+            prompt += _user_text(record, message, template, specials, index == last_user, prefix_first_user)
             prefix_first_user = ""
         elif role == "observation":
             if template.observation is None:
                 raise TemplateError(f"template {template.name!r} cannot render tool results (observation)")
-            prompt += _fill(template.observation, {"content": message["content"]}, tokenizer)
+            prompt += _fill(template.observation, specials | {"content": message["content"]})
         else:
             raise TemplateError(f"unknown role {role!r}")
     if not pieces or pieces[-1].kind != "answer":
@@ -167,7 +174,7 @@ def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) ->
     return pieces
 
 
-def _user_text(record: dict, message: dict, template: ChatTemplate, tokenizer, is_last_user: bool,
+def _user_text(record: dict, message: dict, template: ChatTemplate, specials: dict, is_last_user: bool,
                system_prefix: str) -> str:
     """The user slot; alpaca rows with an input use ``user_with_input`` for the book's exact text."""
     meta = record.get("meta") or {}
@@ -175,8 +182,8 @@ def _user_text(record: dict, message: dict, template: ChatTemplate, tokenizer, i
     if (template.user_with_input and is_last_user and user_input and instruction
             and message["content"] == f"{instruction}\n\n{user_input}"):
         values = {"instruction": system_prefix + instruction, "input": user_input}
-        return _fill(template.user_with_input, values, tokenizer)
-    return _fill(template.user, {"content": system_prefix + message["content"]}, tokenizer)
+        return _fill(template.user_with_input, specials | values)
+    return _fill(template.user, specials | {"content": system_prefix + message["content"]})
 
 
 def _tokenizer_pieces(record: dict, tokenizer) -> list[Piece]:
@@ -219,6 +226,11 @@ def template_from_saved(saved: dict, tokenizer, requested: str | None = None,
     if saved.get("source") is None:  # adapters saved before templates travelled as text
         return load_template(name, template_dir)
     return ChatTemplate.from_yaml(saved["source"], name)
+
+
+def template_source(template: ChatTemplate | str, tokenizer) -> str | None:
+    """The full text that defines ``template``: its YAML, or the tokenizer's Jinja chat template."""
+    return getattr(tokenizer, "chat_template", None) if template == TOKENIZER else template.source
 
 
 def stop_strings(template: ChatTemplate | str, tokenizer) -> tuple[str, ...]:

@@ -14,10 +14,9 @@ from llm_finetune.judging.run import check_judges
 from llm_finetune.models.loading import resolve_precision
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.packing import PACKING
-from llm_finetune.templates import TOKENIZER, load_template
+from llm_finetune.pipelines.tokenize.nodes import settings_from_params
+from llm_finetune.templates import load_template, template_source
 from llm_finetune.token_store import load_rows
-from llm_finetune.tokenization import TokenizeSettings
 from llm_finetune.tracking import MlflowLossCallback
 from llm_finetune.tuning_methods import METHODS
 
@@ -47,13 +46,10 @@ def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: 
     spec = ModelSpec.from_registry(model_registry, model_name)
     if spec.source != "hub":
         spec.locate()
-    TokenizeSettings(load_template(tokenize_params["template"], tokenize_params.get("template_dir")),
-                     tokenize_params["cutoff_len"], tokenize_params["loss_on"], tokenize_params["truncation"])
+    settings_from_params(tokenize_params)
     if generate_params.get("template") and generate_params["template"] != tokenize_params["template"]:
         raise ValueError(f"generate.template {generate_params['template']!r} differs from tokenize.template "
                          f"{tokenize_params['template']!r}: the adapter must generate with its training template")
-    if tokenize_params["packing"] not in PACKING:
-        raise ValueError(f"tokenize.packing {tokenize_params['packing']!r} is not one of {PACKING}")
     if train_params.get("method", "lora") not in METHODS:
         raise ValueError(f"train.method {train_params['method']!r} is not one of {METHODS}")
     missing = [key for key in REQUIRED_TRAIN_KEYS if key not in train_params]
@@ -111,7 +107,7 @@ def checkpoint_key(train_tokens: Path, val_tokens: Path, base_model_info: dict, 
 def saved_template(tokenize_params: dict, tokenizer) -> dict:
     """What travels with the adapter: the template's name and full text, and the tokenize settings."""
     template = load_template(tokenize_params["template"], tokenize_params.get("template_dir"))
-    source = tokenizer.chat_template if template == TOKENIZER else template.source
+    source = template_source(template, tokenizer)
     keys = ("cutoff_len", "loss_on", "truncation", "packing")
     return {"template": tokenize_params["template"], "source": source} | {k: tokenize_params[k] for k in keys}
 

@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 from llm_finetune.models.loading import load_tokenizer
-from llm_finetune.packing import pack_rows, padding_stats
-from llm_finetune.templates import TOKENIZER, check_template, load_template
+from llm_finetune.packing import PACKING, pack_rows, padding_stats
+from llm_finetune.templates import check_template, load_template, template_source
 from llm_finetune.token_preview import length_histogram, mask_preview_html
 from llm_finetune.token_store import cache_key, cached, load_rows, load_side_files, store
 from llm_finetune.tokenization import TokenizeSettings, token_stats, tokenize_records
@@ -17,13 +17,19 @@ FORMAT_VERSION = 1  # bump when the tokenized layout changes, so old caches are 
 
 
 def settings_from_params(params: dict, tokenizer=None) -> tuple[TokenizeSettings, dict]:
-    """``TokenizeSettings`` and the dict that keys the cache (template text included)."""
+    """``TokenizeSettings`` and the dict that keys the cache (template text included).
+
+    Raises on an unknown template, ``loss_on``, ``truncation`` or ``packing``, so ``preflight``
+    calls it too (without a tokenizer) to fail before anything expensive.
+    """
+    if params["packing"] not in PACKING:
+        raise ValueError(f"tokenize.packing {params['packing']!r} is not one of {PACKING}")
     template = load_template(params["template"], params.get("template_dir"))
     check_template(template, tokenizer)
     settings = TokenizeSettings(template=template, cutoff_len=params["cutoff_len"], loss_on=params["loss_on"],
                                 truncation=params["truncation"])
-    source = getattr(tokenizer, "chat_template", None) if template == TOKENIZER else template.source
-    key = {"format": FORMAT_VERSION, "template": params["template"], "template_source": source,
+    key = {"format": FORMAT_VERSION, "template": params["template"],
+           "template_source": template_source(template, tokenizer),
            "cutoff_len": settings.cutoff_len, "loss_on": settings.loss_on, "truncation": settings.truncation,
            "packing": params["packing"]}
     return settings, key
@@ -50,7 +56,7 @@ def tokenize_split(records: list[dict], base_model: Path, params: dict, batch_si
                                               "cache_key": key}
     stats |= padding_stats([len(r["input_ids"]) for r in packed], batch_size, settings.cutoff_len)
     logger.info("Tokenized %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
-    return store(cache_dir, key, packed, quarantined, stats | {"reused": False}), quarantined, stats | {"reused": False}
+    return store(cache_dir, key, packed, quarantined, stats), quarantined, stats | {"reused": False}
 
 
 def preview_masks(train_tokens: Path, base_model: Path, params: dict):
