@@ -45,3 +45,19 @@ def test_lora_training_lowers_the_loss_and_is_reproducible(tiny_model_dir, token
     assert again == history
     lora_weights = [p for name, p in model.named_parameters() if "lora_B" in name]
     assert lora_weights and any(torch.count_nonzero(p) for p in lora_weights)
+
+
+def test_bf16_lora_training_uses_its_fast_path_and_leaves_a_usable_model(tiny_model_dir, token_rows):
+    train, val = token_rows
+    params = PARAMS | {"precision": "bf16", "max_steps": 10, "eval_steps": 5}
+    model, _, history, info = train_model(train, val, tiny_model_dir, params)
+    assert info["precision"] == "bf16" and info["attention"] == "sdpa_fp32"
+    train_losses = [row["loss"] for row in history if row["split"] == "train"]
+    assert train_losses[-1] < train_losses[0]
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # switched back after training
+    assert all(layer.cast_input_dtype_enabled for name, layer in model.named_modules() if name.endswith("q_proj"))
+    batch = PadCollator(pad_token_id=0)(val[:2])
+    with torch.no_grad():  # no autocast: the restored input casts keep bf16 base + fp32 LoRA working
+        assert torch.isfinite(model(**batch).loss)
+    _, _, again, _ = train_model(train, val, tiny_model_dir, params)
+    assert again == history

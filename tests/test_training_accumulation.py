@@ -55,10 +55,11 @@ def test_one_batch_of_eight_equals_eight_accumulated_batches_of_one(rows, tiny_m
 
 
 def test_the_comparison_catches_per_micro_batch_averaging(rows, tiny_model_dir, monkeypatch):
-    """Without token-count normalisation (each micro-batch's mean loss / 8) the gradients differ."""
-    from transformers import LlamaForCausalLM
+    """With each micro-batch's mean loss / 8 (the classic bug) instead of token-count normalisation, gradients differ."""
+    from llm_finetune import training
 
     whole = gradients(rows, tiny_model_dir, batch_size=8, accumulation=1)
-    monkeypatch.setattr(LlamaForCausalLM, "accepts_loss_kwargs", False, raising=False)
+    exact = training.trained_token_loss
+    monkeypatch.setattr(training, "trained_token_loss", lambda model, inputs, num_items: exact(model, inputs) / 8)
     naive = gradients(rows, tiny_model_dir, batch_size=1, accumulation=8)
     assert any(not torch.allclose(naive[name], gradient, atol=1e-6, rtol=1e-4) for name, gradient in whole.items())

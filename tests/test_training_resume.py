@@ -16,7 +16,7 @@ from tests.conftest import DEMO_DATA, REPO, alpaca_record
 
 PARAMS = {"seed": 11, "precision": "fp32", "epochs": 2, "max_steps": 0, "batch_size": 4,
           "gradient_accumulation_steps": 1, "learning_rate": 5e-3, "weight_decay": 0.01, "lr_scheduler": "cosine",
-          "warmup_steps": 2, "max_grad_norm": 1.0, "group_by_length": False, "eval_steps": 5, "logging_steps": 1,
+          "warmup_steps": 2, "max_grad_norm": 1.0, "group_by_length": True, "eval_steps": 5, "logging_steps": 1,
           "save_steps": 4, "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": "all-linear"}}
 
 

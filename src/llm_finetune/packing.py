@@ -98,7 +98,7 @@ def _pad_fraction(lengths: list[int], batch_size: int) -> float:
 
 
 def _length_grouped(lengths: list[int], batch_size: int, mega: int = 50) -> list[int]:
-    """transformers' length-grouped sampling: sort by length within mega-batches of 50 batches."""
+    """Length-grouped batches as training forms them (sorted within mega-batches of 50 batches; order aside)."""
     size = batch_size * mega
     return [n for start in range(0, len(lengths), size) for n in sorted(lengths[start:start + size], reverse=True)]
 
@@ -110,9 +110,13 @@ class PadCollator:
     Packed rows (with ``position_ids``) get no attention mask: padding continues as its own
     block of positions, so the block-diagonal mask keeps it apart from the samples. They also
     get ``use_cache=False``: transformers only derives the block mask when there is no cache.
+    ``attention_mask=False`` leaves the mask out of unpacked batches too: right padding comes
+    after every real token, so a causal model never lets a pad position change a real one, and
+    attention runs on its fast causal path (training, where pad labels are -100 anyway).
     """
 
     pad_token_id: int
+    attention_mask: bool = True
 
     def __call__(self, rows: list[dict]) -> dict:
         width = max(len(r["input_ids"]) for r in rows)
@@ -124,6 +128,6 @@ class PadCollator:
         if rows[0].get("position_ids") is not None:
             batch["position_ids"] = torch.tensor([list(r["position_ids"]) + list(range(p)) for r, p in zip(rows, pads)])
             batch["use_cache"] = False
-        else:
+        elif self.attention_mask:
             batch["attention_mask"] = torch.tensor([[1] * len(r["input_ids"]) + [0] * p for r, p in zip(rows, pads)])
         return batch
