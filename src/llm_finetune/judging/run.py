@@ -1,9 +1,9 @@
 """Run the configured judges over response rows in the book's layout.
 
 ``judge`` parameters: ``reference`` (always runs), ``llm`` (an HTTP endpoint), ``local``
-(a transformers folder or a model-registry entry), ``reward_model`` (reserved for the
-``rm`` pipeline). Several judges can run at once; each adds its columns to the rows and
-its counts to the summary.
+(a transformers folder or a model-registry entry), ``reward_model`` (a reward model from the
+``rm`` pipeline, :mod:`llm_finetune.judging.reward_judge`). Several judges can run at once;
+each adds its columns to the rows and its counts to the summary.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from llm_finetune.judging.llm_judge import JudgeEndpoint, check_endpoint, judge_records, summarize_llm
 from llm_finetune.judging.local_judge import judge_with_local_model
 from llm_finetune.judging.reference import reference_scores, summarize_reference
+from llm_finetune.judging.reward_judge import add_reward_scores, check_reward_judge
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.templates import alpaca_input
 
@@ -23,8 +24,6 @@ REQUIRED_FIELDS = ("instruction", "output", "model_response")
 
 def check_judges(judge_params: dict, credentials: dict, model_registry: dict) -> dict:
     """Validate the judge configuration and reach the LLM endpoint; returns what will run."""
-    if judge_params.get("reward_model"):
-        raise ValueError("judge.reward_model needs a reward model from the `rm` pipeline, which does not exist yet")
     local = judge_params.get("local")
     if local:
         if local.get("path"):
@@ -34,7 +33,8 @@ def check_judges(judge_params: dict, credentials: dict, model_registry: dict) ->
             ModelSpec.from_registry(model_registry, local["model"])
         else:
             raise ValueError("judge.local needs `path` (a transformers folder) or `model` (a model_registry entry)")
-    active = {"reference": True, "llm": None, "local": local or None}
+    active = {"reference": True, "llm": None, "local": local or None,
+              "reward_model": check_reward_judge(judge_params.get("reward_model"))}
     if judge_params.get("llm"):
         endpoint = JudgeEndpoint.from_params(judge_params["llm"], credentials)
         check_endpoint(endpoint)
@@ -76,6 +76,8 @@ def run_judges(rows: list[dict], judge_params: dict, credentials: dict, local_fo
         results = judge_with_local_model(llm_inputs, local_folder, batch_size=local.get("batch_size", 8),
                                          max_new_tokens=local.get("max_new_tokens", 16))
         judged, summary = _merge("local", judged, summary, results)
+    if judge_params.get("reward_model"):
+        judged, summary = add_reward_scores(judged, summary, judge_params["reward_model"])
     return judged, summary
 
 

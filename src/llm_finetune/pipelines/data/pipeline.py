@@ -18,3 +18,11 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(check_contamination, ["split_train_records", "val_records", "test_records", "params:data.contamination"],
              ["train_records", "contamination_report", "contamination_pairs"], name="check_contamination"),
     ])
+
+
+def create_stage_pipeline(stage: str) -> Pipeline:
+    """The data pipeline in ``stage``'s namespace (``rm.train_records``, ...), configured by ``<stage>_data``."""
+    block = f"params:{stage}_data"
+    return pipeline(create_pipeline(), namespace=stage, parameters={
+        "params:data": block, "params:data.cache_dir": f"{block}.cache_dir", "params:data.split": f"{block}.split",
+        "params:data.contamination": f"{block}.contamination", "params:datasets": "params:datasets"})

@@ -1,0 +1,187 @@
+"""Nodes of the ``dpo`` stage: reference log-probs (computed once, cached), training, held-out evaluation.
+
+The start model is the base (pipeline ``dpo``) or the base with the SFT adapter ``adapter``
+merged in (pipeline ``dpo_sft``): a fresh DPO LoRA trains on top of it, so the LoRA disabled is
+exactly the start model, the reference. The saved ``dpo.adapter`` is one LoRA on the base
+(from SFT: the SFT and DPO LoRAs stacked, :func:`llm_finetune.dpo.stacked_adapter`), so generation,
+evaluation and export load it like an SFT adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from llm_finetune.dpo import LossSettings, build_policy, pair_logps, preference_report, stacked_adapter, train_policy
+from llm_finetune.io import ModelBundle
+from llm_finetune.models.loading import load_tokenizer, resolve_precision
+from llm_finetune.pipelines.sft.nodes import package_versions, saved_template
+from llm_finetune.tracking import MlflowLossCallback
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when the reference computation changes, so old caches are not reused
+TEMPLATE_FILE = "prompt_template.json"
+
+
+def training_pairs(train_pairs: list[dict], params: dict) -> list[dict]:
+    """The training pairs, the first ``dpo.max_train_pairs`` when set."""
+    cap = params.get("max_train_pairs")
+    return train_pairs[:cap] if cap else train_pairs
+
+
+def file_digest(folder: Path | None, names: tuple[str, ...]) -> str | None:
+    """SHA-256 over the named files of ``folder`` (``None`` without a folder)."""
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    for name in names:
+        path = Path(folder) / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()
+
+
+def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_info: dict, start_adapter: Path | None,
+                  params: dict, precision: str) -> str:
+    """What the reference log-probs depend on: pairs, base model, starting adapter, numerics."""
+    digest = hashlib.sha256(json.dumps({
+        "format": FORMAT_VERSION, "base": base_model_info.get("fingerprint"), "precision": precision,
+        "attention": params.get("attention", "auto"),
+        "start": file_digest(start_adapter, ("adapter_config.json", "adapter_model.safetensors")),
+    }, sort_keys=True).encode())
+    for pair in [*train_pairs, None, *val_pairs]:
+        digest.update(json.dumps(pair and [pair[k] for k in ("chosen_input_ids", "chosen_labels", "rejected_input_ids",
+                                                              "rejected_labels")]).encode())
+    return digest.hexdigest()[:16]
+
+
+def check_start_adapter(start_adapter: Path | None, base_model: Path, base_model_info: dict,
+                        tokenize_params: dict) -> None:
+    """A starting SFT adapter must be a LoRA of this base model, trained with this template."""
+    if start_adapter is None:
+        return
+    folder = Path(start_adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise ValueError(f"{folder} holds a fully fine-tuned model, not a LoRA adapter: dpo_sft starts from LoRA "
+                         "SFT adapters (train.method: lora)")
+    trained_on = json.loads((folder / "base_model.json").read_text()).get("fingerprint")
+    if trained_on != base_model_info.get("fingerprint"):
+        raise ValueError(f"the SFT adapter {folder} was trained on base model {trained_on}, dpo uses "
+                         f"{base_model_info.get('name')} ({base_model_info.get('fingerprint')})")
+    saved = json.loads((folder / TEMPLATE_FILE).read_text())
+    current = saved_template(tokenize_params, load_tokenizer(base_model))
+    if saved["source"] != current["source"]:
+        raise ValueError(f"the SFT adapter {folder} was trained with template {saved['template']!r}, the dpo pairs "
+                         f"use {tokenize_params['template']!r}: set tokenize.template={saved['template']}")
+
+
+def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, base_model_info: dict,
+                    tokenize_params: dict, params: dict, cache_dir: Path, start_adapter: Path | None = None) -> dict:
+    """Log-probs of every train and val pair under the start model, computed once per key.
+
+    Args:
+        train_pairs, val_pairs: tokenized pairs (``dpo.{train,val}_pairs``).
+        base_model, base_model_info: the base model folder and its source record.
+        tokenize_params: ``tokenize`` (the SFT adapter must use the same template).
+        params: ``dpo`` (precision, attention, lora, reference_batch_size, max_train_pairs).
+        cache_dir: ``dpo.reference_cache``; ``<key>.json`` is reused by any later run with the same
+            pairs, base model, starting adapter and numerics.
+        start_adapter: the SFT adapter (pipeline ``dpo_sft``), else ``None``.
+    """
+    check_start_adapter(start_adapter, base_model, base_model_info, tokenize_params)
+    precision = resolve_precision(params["precision"])
+    train_pairs = training_pairs(train_pairs, params)
+    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, params, precision)
+    cached = Path(cache_dir) / f"{key}.json"
+    if cached.is_file():
+        logger.info("Reusing reference log-probs %s (same pairs, base model, start adapter and precision)", key)
+        return json.loads(cached.read_text()) | {"reused": True}
+    started = time.perf_counter()
+    model = build_policy(base_model, start_adapter, params, precision)
+    pad = load_tokenizer(base_model).pad_token_id
+    splits = {name: pair_logps(model, pairs, pad, precision, params["reference_batch_size"], reference=True)
+              for name, pairs in (("train", train_pairs), ("val", val_pairs))}
+    content = {"key": key, "start_from": "sft" if start_adapter else "base", "precision": precision,
+               "pairs": {name: len(values["chosen"]) for name, values in splits.items()},
+               "seconds": round(time.perf_counter() - started, 1)} | splits
+    logger.info("Reference log-probs %s: %s pairs in %.1f s", key, content["pairs"], content["seconds"])
+    scratch = cached.with_suffix(".partial")
+    scratch.write_text(json.dumps(content))
+    scratch.rename(cached)
+    return content | {"reused": False}
+
+
+def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, base_model: Path,
+              base_model_info: dict, tokenize_params: dict, params: dict,
+              start_adapter: Path | None = None) -> tuple[ModelBundle, list[dict], dict]:
+    """Train a DPO LoRA on the start model; the adapter folder also holds tokenizer, template and parameters.
+
+    ``reference`` must belong to these pairs, base model, start adapter and precision (its key).
+    """
+    from transformers import set_seed
+
+    precision = resolve_precision(params["precision"])
+    train_pairs = training_pairs(train_pairs, params)
+    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, params, precision)
+    if reference["key"] != key:
+        raise ValueError(f"dpo.reference_logps {reference['key']} belongs to other pairs, models or precision "
+                         f"(expected {key}): run the dpo.compute_reference_logps node again")
+    set_seed(params["seed"])
+    model = build_policy(base_model, start_adapter, params, precision)
+    tokenizer = load_tokenizer(base_model)
+    with tempfile.TemporaryDirectory(prefix="llm-finetune-dpo-") as scratch:
+        history, info = train_policy(model, tokenizer, train_pairs, val_pairs, reference, params, precision,
+                                     Path(scratch), callbacks=[MlflowLossCallback()])
+    start = {"start_from": "sft" if start_adapter else "base",
+             "sft_adapter": str(start_adapter) if start_adapter else None,
+             "sft_adapter_sha256": file_digest(start_adapter, ("adapter_config.json", "adapter_model.safetensors"))}
+    info |= start | {"reference_key": key, "versions": package_versions()}
+    saved = stacked_adapter(start_adapter, model) if start_adapter else model
+    files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer), "training_params.json": params,
+             "base_model.json": base_model_info, "train_info.json": info}
+    return ModelBundle(model=saved, tokenizer=tokenizer, files=files), history, info
+
+
+def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, train_info: dict, params: dict,
+                 start_adapter: Path | None = None) -> dict:
+    """Held-out preference metrics of the start model and of the DPO adapter.
+
+    Reward accuracy (the headline) takes the *base model* as reference for both, so the SFT
+    adapter and the DPO adapter are compared on one scale: the share of test pairs where
+    ``β·(log π(chosen) - log π_base(chosen)) > β·(log π(rejected) - log π_base(rejected))``.
+    The base model itself scores 0 there (every pair a tie). ``tuned_vs_start`` holds the loss and
+    metrics against the DPO reference (the start model), as TRL's evaluation reports them.
+    """
+    import torch
+
+    from llm_finetune.models.loading import load_causal_lm
+
+    if not test_pairs:
+        raise ValueError("dpo.test_pairs is empty: no held-out pairs to evaluate on")
+    precision = resolve_precision(params["precision"])
+    settings = LossSettings.from_params(params)
+    pad = load_tokenizer(base_model).pad_token_id
+
+    def logps(adapter: Path | None) -> dict:
+        model = load_causal_lm(base_model, dtype=torch.float32, adapter=adapter)
+        if precision == "bf16":
+            model = model.to(torch.bfloat16)
+        return pair_logps(model, test_pairs, pad, precision, params["reference_batch_size"])
+
+    base = logps(None)
+    start = logps(start_adapter) if start_adapter else base
+    tuned = logps(dpo_adapter)
+    report = {"start": preference_report(start, base, test_pairs, settings),
+              "tuned": preference_report(tuned, base, test_pairs, settings),
+              "tuned_vs_start": preference_report(tuned, start, test_pairs, settings)}
+    gain = report["tuned"]["rewards/accuracies"] - report["start"]["rewards/accuracies"]
+    metrics = {"start_from": "sft" if start_adapter else "base", "loss_type": settings.loss_type,
+               "beta": settings.beta, "test_pairs": len(test_pairs), **report, "reward_accuracy_gain": round(gain, 6),
+               "train": {k: v for k, v in train_info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+    logger.info("Held-out reward accuracy (reference: base model, %d pairs): start (%s) %.3f, dpo %.3f",
+                len(test_pairs), metrics["start_from"], report["start"]["rewards/accuracies"],
+                report["tuned"]["rewards/accuracies"])
+    return metrics

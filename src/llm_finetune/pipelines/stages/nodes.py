@@ -1,0 +1,50 @@
+"""Nodes shared by the rm / dpo / pt stages: a preflight per data kind and pair tokenization."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.models.registry import ModelSpec
+from llm_finetune.pipelines.tokenize.nodes import settings_from_params
+from llm_finetune.preference_tokens import tokenize_pairs
+
+logger = logging.getLogger(__name__)
+STAGE_KINDS = {"rm": "preference", "dpo": "preference", "pt": "text"}
+
+
+def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model_registry: dict,
+                    tokenize_params: dict) -> dict:
+    """Fail before anything expensive: the data kind the stage trains on, the model entry, the template."""
+    kind = STAGE_KINDS[stage]
+    wrong = [f"{d['name']} ({d['kind']})" for d in dataset_plan if d["kind"] != kind]
+    if wrong:
+        raise ValueError(f"{stage} trains on {kind} data; {stage}_data.datasets holds {', '.join(wrong)}. "
+                         f"Choose {kind} datasets, e.g. --params \"{stage}_data.datasets=<name>\".")
+    spec = ModelSpec.from_registry(model_registry, model_name)
+    if spec.source != "hub":
+        spec.locate()
+    if kind != "text":
+        settings_from_params(tokenize_params)
+    report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
+              "datasets": [d["name"] for d in dataset_plan]}
+    logger.info("Preflight checks passed: %s", report)
+    return report
+
+
+def tokenize_pair_split(records: list[dict], base_model: Path, tokenize_params: dict) -> tuple[list, list, dict]:
+    """Tokenize one split of preference records: ``(pairs, quarantined, stats)`` (pairs are never packed)."""
+    tokenizer = load_tokenizer(base_model)
+    settings, _ = settings_from_params(tokenize_params, tokenizer)
+    pairs, quarantined = tokenize_pairs(records, settings, tokenizer)
+    stats = {"pairs_in": len(records), "pairs": len(pairs), "quarantined": len(quarantined),
+             "quarantined_by_reason": dict(Counter(q["reason"] for q in quarantined)),
+             "truncated": sum(p["truncated"] for p in pairs), "template": tokenize_params["template"],
+             "cutoff_len": settings.cutoff_len}
+    for side in ("chosen", "rejected"):
+        lengths = [len(p[f"{side}_input_ids"]) for p in pairs]
+        stats[f"mean_{side}_tokens"] = round(sum(lengths) / len(lengths), 1) if lengths else 0
+    logger.info("Tokenized pairs %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
+    return pairs, quarantined, stats
