@@ -12,8 +12,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import DEMO_DATA, REPO
-from tests.pipelines.test_sft_e2e import kedro, latest, versions
+from tests.conftest import DEMO_DATA
+from tests.pipelines.test_sft_e2e import kedro, latest, scratch_project, versions
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +21,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A scratch project with the demo data and 80 preference rows (the right answer against another's)."""
-    root = tmp_path_factory.mktemp("dpo-project")
-    shutil.copy(REPO / "pyproject.toml", root)
-    (root / "src").mkdir()
-    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
+    root = scratch_project(tmp_path_factory, "dpo-project")
     raw = root / "data" / "01_raw"
-    raw.mkdir(parents=True)
     shutil.copy(DEMO_DATA, raw)
     rows = json.loads(DEMO_DATA.read_text())[:80]
     pairs = [{"instruction": row["instruction"], "input": row["input"], "output": row["output"],

@@ -6,14 +6,13 @@ tiny random Llama of the fixture.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from tests.conftest import REPO
-from tests.pipelines.test_sft_e2e import kedro, latest, versions
+from tests.pipelines.test_sft_e2e import kedro, latest, scratch_project, versions
 
 pytestmark = pytest.mark.e2e
 DOCUMENTS = 120
@@ -22,13 +21,8 @@ DOCUMENTS = 120
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A scratch project whose demo_text.jsonl holds the first 120 demo documents."""
-    root = tmp_path_factory.mktemp("pt-project")
-    shutil.copy(REPO / "pyproject.toml", root)
-    (root / "src").mkdir()
-    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
-    (root / "conf" / "local").mkdir()
+    root = scratch_project(tmp_path_factory, "pt-project")
     raw = root / "data" / "01_raw"
-    raw.mkdir(parents=True)
     lines = (REPO / "data" / "01_raw" / "demo_text.jsonl").read_text().splitlines()[:DOCUMENTS]
     (raw / "demo_text.jsonl").write_text("\n".join(lines) + "\n")
     return root

@@ -25,18 +25,23 @@ pytestmark = pytest.mark.e2e
 KEDRO = str(Path(sys.executable).with_name("kedro"))
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A scratch project: pyproject, conf and the demo data (runs write only here)."""
-    root = tmp_path_factory.mktemp("project")
+def scratch_project(tmp_path_factory, name: str) -> Path:
+    """A scratch project with pyproject and conf and an empty data/01_raw (runs write only here)."""
+    root = tmp_path_factory.mktemp(name)
     shutil.copy(REPO / "pyproject.toml", root)
     (root / "src").mkdir()  # kedro wants the folder; the package itself is installed in the venv
     shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
     (root / "conf" / "local").mkdir()
-    raw = root / "data" / "01_raw"
-    raw.mkdir(parents=True)
+    (root / "data" / "01_raw").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A scratch project with the demo data."""
+    root = scratch_project(tmp_path_factory, "project")
     for name in ("demo_instructions.json", "demo_responses.json"):
-        shutil.copy(REPO / "data" / "01_raw" / name, raw)
+        shutil.copy(REPO / "data" / "01_raw" / name, root / "data" / "01_raw")
     return root
 
 
