@@ -6,7 +6,7 @@ ch. 7) with SmolLM2-135M-Instruct and the book's Alpaca prompt, twice in fp32:
 
 * **book**: the ch. 5/7 loop: one entry at a time, and for every new token a full forward
   pass over the whole sequence (no KV cache), argmax, stop at EOS;
-* **ours**: :func:`llm_finetune.generation.generate_responses` (length-sorted batches,
+* **ours**: :func:`llm_finetune.evaluation.generation.generate_responses` (length-sorted batches,
   left padding, greedy, KV cache).
 
 It checks that both give identical outputs (the fp32 criterion) and reports responses/s and
@@ -34,12 +34,12 @@ import torch
 
 from llm_finetune.data.align import align_dataset
 from llm_finetune.data.split import split_records
-from llm_finetune.generation import generate_responses
+from llm_finetune.evaluation.generation import generate_responses
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.templates import load_template
-from llm_finetune.tokenization import encode_prompts
+from llm_finetune.tokens.templates import load_template
+from llm_finetune.tokens.conversations import encode_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"

@@ -107,9 +107,9 @@ def child_ours(config: dict, records: list, folder: str, work: Path) -> dict:
     """``tokenize_records`` + ``pack_rows``, timed after a warm-up on 8 records."""
     from transformers import AutoTokenizer
 
-    from llm_finetune.packing import pack_rows
-    from llm_finetune.templates import load_template
-    from llm_finetune.tokenization import TokenizeSettings, tokenize_records
+    from llm_finetune.tokens.packing import pack_rows
+    from llm_finetune.tokens.templates import load_template
+    from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = TokenizeSettings(template=load_template("chatml"), cutoff_len=CAPACITY, loss_on="assistant",
@@ -189,7 +189,7 @@ def label(result: dict) -> str:
 
 def add_stats(result: dict, rows: int) -> dict:
     """rows/s and padding figures (``padding_stats``, batch 8) from the output lengths."""
-    from llm_finetune.packing import padding_stats
+    from llm_finetune.tokens.packing import padding_stats
 
     lengths = result.pop("lengths")
     timings = {key: round(result[key], 3) for key in ("seconds", "cpu_s", "tokenize_s", "pack_s", "to_dataset_s")

@@ -71,8 +71,8 @@ def prepare(path: Path) -> dict:
 
     from llm_finetune.data.formats import align_alpaca, columns_for, tags_for
     from llm_finetune.data.split import split_records
-    from llm_finetune.templates import load_template, render_pieces
-    from llm_finetune.tokenization import TokenizeSettings, tokenize_records
+    from llm_finetune.tokens.templates import load_template, render_pieces
+    from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
 
     rows = json.loads(DATA.read_text(encoding="utf-8"))
     records = [align_alpaca(row, columns_for("alpaca", None), tags_for("alpaca", None)) | {"meta": {"row": i}}
@@ -175,8 +175,9 @@ def lora_model(folder: str):
 def child_ours(data: dict, args, overrides: dict | None = None) -> dict:
     import yaml
 
-    from llm_finetune import training
-    from llm_finetune.training import train_model
+    from llm_finetune.training.engine import fit
+    from llm_finetune.training.objectives import language_model as training
+    from llm_finetune.training.settings import train_settings
 
     params = yaml.safe_load(PARAMS.read_text())["train"] | {
         "max_steps": args.steps, "eval_steps": args.steps, "logging_steps": 5, "batch_size": BATCH, "save_steps": 0
@@ -190,8 +191,9 @@ def child_ours(data: dict, args, overrides: dict | None = None) -> dict:
         return exact(model, inputs, num_items_in_batch)
 
     training.trained_token_loss = counted
-    model, _, _, info = train_model(data["train"], data["val"], Path(data["model"]), params,
-                                    callbacks=[meter_callback(meter)])
+    result = fit(training.LanguageModelObjective(Path(data["model"])), data["train"], data["val"],
+                 train_settings(params), callbacks=[meter_callback(meter)])
+    model, info = result.model, result.info
     return meter.summary(args.warmup) | {"precision": info["precision"], "info": info,
                                          "params": {k: v for k, v in params.items() if k != "lora"},
                                          "val_loss": val_loss(model, data["val"])}
@@ -294,7 +296,7 @@ def peak_gemm(threads: int) -> dict:
     """Measured GEMM TFLOP/s (1024^3, 2 s each) in fp32 and bf16 with our ``peak_gemm_flops``."""
     import torch
 
-    from llm_finetune.training import peak_gemm_flops
+    from llm_finetune.training.callbacks import peak_gemm_flops
 
     torch.set_num_threads(threads)
     return {name: round(peak_gemm_flops(dtype, seconds=2.0) / 1e12, 3)

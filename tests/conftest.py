@@ -79,3 +79,16 @@ def alpaca_record(instruction: str, output: str, user_input: str = "", **meta) -
     user = f"{instruction}\n\n{user_input}" if user_input else instruction
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": output}],
             "system": None, "tools": None, "meta": {"instruction": instruction, "input": user_input, **meta}}
+
+
+def train_lm(train_rows: list[dict], val_rows: list[dict], model_dir: Path, params: dict, checkpoint_dir=None,
+             callbacks=()):
+    """The engine on the language-model objective (sft / pt): ``(model, tokenizer, history, info)``."""
+    from llm_finetune.models.loading import load_tokenizer
+    from llm_finetune.training.engine import fit
+    from llm_finetune.training.objectives.language_model import LanguageModelObjective
+    from llm_finetune.training.settings import train_settings
+
+    result = fit(LanguageModelObjective(model_dir), train_rows, val_rows, train_settings(params), checkpoint_dir,
+                 callbacks)
+    return result.model, load_tokenizer(model_dir), result.history, result.info

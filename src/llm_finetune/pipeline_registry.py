@@ -3,13 +3,12 @@
 from kedro.pipeline import Pipeline
 
 from llm_finetune.pipelines import data, dpo, evaluation, export, pt, rm, sft, stages, tokenize
-from llm_finetune.pipelines import eval as eval_pipeline
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     data_pipeline = data.create_pipeline()
     sft_pipeline = data_pipeline + tokenize.create_pipeline() + sft.create_pipeline() + evaluation.create_pipeline()
-    return {"data": data_pipeline, "sft": sft_pipeline, "eval": eval_pipeline.create_pipeline(),
+    return {"data": data_pipeline, "sft": sft_pipeline, "eval": evaluation.create_file_pipeline(),
             "export": export.create_pipeline(), "__default__": sft_pipeline,
             "rm": stages.create_pipeline("rm") + rm.create_pipeline(),
             "dpo": stages.create_pipeline("dpo") + dpo.create_pipeline(),

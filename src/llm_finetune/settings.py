@@ -2,7 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
-from llm_finetune.tracking import TrackingHook
+from llm_finetune.hooks import TrackingHook
 
 STAGES = ("rm", "dpo", "pt")
 HOOKS = (

@@ -93,7 +93,7 @@ def test_dpo_sft_starts_from_the_latest_sft_adapter(project, tiny_model_dir, tin
     """A LoRA SFT adapter registered as the newest ``adapter`` version, as `kedro run --pipeline sft` leaves it."""
     from kedro.io.core import generate_timestamp
 
-    from tests.test_dpo import sft_adapter
+    from tests.training.objectives.test_dpo import sft_adapter
 
     version = generate_timestamp()
     folder = project / "data/06_models/adapter" / version / "adapter"

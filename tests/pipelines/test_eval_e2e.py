@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.judging.fake_servers import FakeJudge, serve
+from tests.evaluation.judging.fake_servers import FakeJudge, serve
 from tests.pipelines.test_sft_e2e import kedro, latest, project  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +53,7 @@ def test_eval_pipeline_with_a_real_llama_cpp_judge(project):  # noqa: F811
     pytest.importorskip("xllamacpp", reason="xllamacpp is not installed (pip install -e '.[test]')")
     import httpx
 
-    from tests.judging.llamacpp_server import llamacpp_server, smollm2_gguf
+    from tests.evaluation.judging.llamacpp_server import llamacpp_server, smollm2_gguf
 
     with llamacpp_server(smollm2_gguf(), n_ctx=2048, n_threads=2, n_parallel=1) as base_url:
         model_id = httpx.get(f"{base_url}/v1/models", timeout=60).json()["data"][0]["id"]

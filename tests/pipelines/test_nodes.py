@@ -4,16 +4,17 @@ import json
 
 import pytest
 
-from llm_finetune.judging import JudgeEndpointError
+from llm_finetune.evaluation.judging import JudgeEndpointError
 from llm_finetune.pipelines.data.nodes import (
     align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
 )
 from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses, plot_report
-from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model
+from llm_finetune.models.materialize import prepare_base_model
+from llm_finetune.pipelines.sft.nodes import preflight_checks
 from llm_finetune.pipelines.tokenize.nodes import tokenize_split
-from llm_finetune.tracking import flatten_metrics
+from llm_finetune.hooks import flatten_metrics
 from tests.conftest import DEMO_DATA, alpaca_record
-from tests.judging.fake_servers import closed_port_url
+from tests.evaluation.judging.fake_servers import closed_port_url
 
 DATA = {"datasets": ["demo"], "max_rows": 200, "max_quarantine_share": 0.05,
         "mix": {"strategy": "concat"}}
@@ -58,9 +59,10 @@ def test_preflight_fails_fast_on_config_mistakes(tiny_model_dir):
         preflight_checks(PLAN, "tiny", registry, TOKENIZE, TRAIN, {"template": "chatml"}, JUDGE, {})
     with pytest.raises(ValueError, match="packing 'tight' is not one of"):
         preflight_checks(PLAN, "tiny", registry, TOKENIZE | {"packing": "tight"}, TRAIN, {}, JUDGE, {})
-    with pytest.raises(ValueError, match="train parameters lack: lora"):
-        preflight_checks(PLAN, "tiny", registry, tokenize, {k: v for k, v in TRAIN.items() if k != "lora"}, {}, JUDGE,
-                         {})
+    with pytest.raises(ValueError, match="train.lerning_rate: unknown key; did you mean learning_rate"):
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN | {"lerning_rate": 1e-3}, {}, JUDGE, {})
+    with pytest.raises(ValueError, match=r"train.lora.r: Input should be greater than or equal to 1 \(got 0\)"):
+        preflight_checks(PLAN, "tiny", registry, tokenize, TRAIN | {"lora": {"r": 0}}, {}, JUDGE, {})
     with pytest.raises(FileNotFoundError, match="no config.json"):
         preflight_checks(PLAN, "bad", {"bad": {"source": "local", "path": "/nonexistent"}}, tokenize, TRAIN, {},
                          JUDGE, {})
@@ -101,8 +103,8 @@ def _save_untrained_adapter(base, folder, template):
     from peft import get_peft_model
 
     from llm_finetune.models.loading import load_causal_lm, load_tokenizer
-    from llm_finetune.pipelines.sft.nodes import saved_template
-    from llm_finetune.tuning_methods import lora_config
+    from llm_finetune.tokens.settings import saved_template
+    from llm_finetune.models.tuning import lora_config
 
     model = get_peft_model(load_causal_lm(base), lora_config({"r": 2, "alpha": 4, "dropout": 0.0,
                                                               "target_modules": "all-linear"}))

@@ -19,7 +19,7 @@ import mlflow
 import pytest
 
 from tests.conftest import REPO, real_data
-from tests.judging.fake_servers import FakeJudge, closed_port_url, serve
+from tests.evaluation.judging.fake_servers import FakeJudge, closed_port_url, serve
 
 pytestmark = pytest.mark.e2e
 KEDRO = str(Path(sys.executable).with_name("kedro"))

@@ -107,3 +107,15 @@ def link_tree(src: Path, dst: Path) -> None:
             target.hardlink_to(path)
         except OSError:
             shutil.copy2(path, target)
+
+
+def prepare_base_model(model_name: str, model_registry: dict, cache_dir: Path, *after: object) -> tuple[Path, dict]:
+    """The ``model`` registry entry as a clean transformers folder and its source record.
+
+    Reuses a cached conversion (``reused`` in the record). ``after``: outputs of nodes that
+    must run first (the preflight report), so a bad configuration fails before any conversion.
+    """
+    spec = ModelSpec.from_registry(model_registry, model_name)
+    reused = (Path(cache_dir) / f"{spec.name}-{spec.fingerprint()}" / SOURCE_FILE).is_file()
+    folder = materialize(spec, Path(cache_dir))
+    return folder, json.loads((folder / SOURCE_FILE).read_text()) | {"reused": reused}

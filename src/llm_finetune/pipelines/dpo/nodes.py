@@ -3,7 +3,7 @@
 The start model is the base (pipeline ``dpo``) or the base with the SFT adapter ``adapter``
 merged in (pipeline ``dpo_sft``): a fresh DPO LoRA trains on top of it, so the LoRA disabled is
 exactly the start model, the reference. The saved ``dpo.adapter`` is one LoRA on the base
-(from SFT: the SFT and DPO LoRAs stacked, :func:`llm_finetune.dpo.stacked_adapter`), so generation,
+(from SFT: the SFT and DPO LoRAs stacked, :func:`llm_finetune.models.adapters.stacked_adapter`), so generation,
 evaluation and export load it like an SFT adapter.
 """
 
@@ -12,49 +12,43 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 
-from llm_finetune.dpo import LossSettings, build_policy, pair_logps, preference_report, stacked_adapter, train_policy
 from llm_finetune.io import ModelBundle
-from llm_finetune.models.loading import load_tokenizer, resolve_precision
-from llm_finetune.pipelines.sft.nodes import package_versions, saved_template
-from llm_finetune.tracking import MlflowLossCallback
+from llm_finetune.models.adapters import stacked_adapter
+from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.models.precision import resolve_precision
+from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
+from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template
+from llm_finetune.training.objectives.dpo import (
+    PAIR_KEYS, LossSettings, PreferenceObjective, build_policy, pair_logps, preference_report, with_reference,
+)
+from llm_finetune.training.settings import TrainSettings, train_settings
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the reference computation changes, so old caches are not reused
-TEMPLATE_FILE = "prompt_template.json"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
-def training_pairs(train_pairs: list[dict], params: dict) -> list[dict]:
-    """The training pairs, the first ``dpo.max_train_pairs`` when set."""
-    cap = params.get("max_train_pairs")
-    return train_pairs[:cap] if cap else train_pairs
+def _settings(params: dict) -> tuple[TrainSettings, str]:
+    settings = train_settings(params.get("train"), "dpo.train")
+    return settings, resolve_precision(settings.precision)
 
 
-def file_digest(folder: Path | None, names: tuple[str, ...]) -> str | None:
-    """SHA-256 over the named files of ``folder`` (``None`` without a folder)."""
-    if folder is None:
-        return None
-    digest = hashlib.sha256()
-    for name in names:
-        path = Path(folder) / name
-        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
-    return digest.hexdigest()
+def training_pairs(train_pairs: list[dict], settings: TrainSettings) -> list[dict]:
+    """The training pairs, the first ``dpo.train.max_train_rows`` when set."""
+    return train_pairs[: settings.max_train_rows] if settings.max_train_rows else train_pairs
 
 
 def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_info: dict, start_adapter: Path | None,
-                  params: dict, precision: str) -> str:
+                  settings: TrainSettings, precision: str) -> str:
     """What the reference log-probs depend on: pairs, base model, starting adapter, numerics."""
     digest = hashlib.sha256(json.dumps({
         "format": FORMAT_VERSION, "base": base_model_info.get("fingerprint"), "precision": precision,
-        "attention": params.get("attention", "auto"),
-        "start": file_digest(start_adapter, ("adapter_config.json", "adapter_model.safetensors")),
+        "attention": settings.attention, "start": file_digest(start_adapter, ADAPTER_FILES),
+        "pairs": rows_digest([train_pairs, val_pairs], PAIR_KEYS),
     }, sort_keys=True).encode())
-    for pair in [*train_pairs, None, *val_pairs]:
-        digest.update(json.dumps(pair and [pair[k] for k in ("chosen_input_ids", "chosen_labels", "rejected_input_ids",
-                                                              "rejected_labels")]).encode())
     return digest.hexdigest()[:16]
 
 
@@ -86,21 +80,24 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
         train_pairs, val_pairs: tokenized pairs (``dpo.{train,val}_pairs``).
         base_model, base_model_info: the base model folder and its source record.
         tokenize_params: ``tokenize`` (the SFT adapter must use the same template).
-        params: ``dpo`` (precision, attention, lora, reference_batch_size, max_train_pairs).
+        params: ``dpo`` (``reference_batch_size``; ``train``: precision, attention, lora, max_train_rows).
         cache_dir: ``dpo.reference_cache``; ``<key>.json`` is reused by any later run with the same
             pairs, base model, starting adapter and numerics.
         start_adapter: the SFT adapter (pipeline ``dpo_sft``), else ``None``.
     """
+    from llm_finetune.training.attention import use_training_attention
+
     check_start_adapter(start_adapter, base_model, base_model_info, tokenize_params)
-    precision = resolve_precision(params["precision"])
-    train_pairs = training_pairs(train_pairs, params)
-    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, params, precision)
+    settings, precision = _settings(params)
+    train_pairs = training_pairs(train_pairs, settings)
+    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
     cached = Path(cache_dir) / f"{key}.json"
     if cached.is_file():
         logger.info("Reusing reference log-probs %s (same pairs, base model, start adapter and precision)", key)
         return json.loads(cached.read_text()) | {"reused": True}
     started = time.perf_counter()
-    model = build_policy(base_model, start_adapter, params, precision)
+    model = build_policy(base_model, start_adapter, settings.lora.model_dump(), precision)
+    use_training_attention(model, settings.attention, precision)  # the numerics training will see
     pad = load_tokenizer(base_model).pad_token_id
     splits = {name: pair_logps(model, pairs, pad, precision, params["reference_batch_size"], reference=True)
               for name, pairs in (("train", train_pairs), ("val", val_pairs))}
@@ -108,6 +105,7 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
                "pairs": {name: len(values["chosen"]) for name, values in splits.items()},
                "seconds": round(time.perf_counter() - started, 1)} | splits
     logger.info("Reference log-probs %s: %s pairs in %.1f s", key, content["pairs"], content["seconds"])
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     scratch = cached.with_suffix(".partial")
     scratch.write_text(json.dumps(content))
     scratch.rename(cached)
@@ -115,34 +113,39 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
 
 
 def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, base_model: Path,
-              base_model_info: dict, tokenize_params: dict, params: dict,
+              base_model_info: dict, tokenize_params: dict, params: dict, checkpoints: Path,
               start_adapter: Path | None = None) -> tuple[ModelBundle, list[dict], dict]:
-    """Train a DPO LoRA on the start model; the adapter folder also holds tokenizer, template and parameters.
+    """Train a DPO LoRA on the start model; the adapter folder also holds tokenizer, template and settings.
 
     ``reference`` must belong to these pairs, base model, start adapter and precision (its key).
+    Checkpoints go to ``checkpoints/<key>``; ``dpo.train.resume: true`` continues an interrupted run.
     """
-    from transformers import set_seed
+    from llm_finetune.training.engine import fit
 
-    precision = resolve_precision(params["precision"])
-    train_pairs = training_pairs(train_pairs, params)
-    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, params, precision)
+    settings, precision = _settings(params)
+    train_pairs = training_pairs(train_pairs, settings)
+    key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
     if reference["key"] != key:
         raise ValueError(f"dpo.reference_logps {reference['key']} belongs to other pairs, models or precision "
                          f"(expected {key}): run the dpo.compute_reference_logps node again")
-    set_seed(params["seed"])
-    model = build_policy(base_model, start_adapter, params, precision)
     tokenizer = load_tokenizer(base_model)
-    with tempfile.TemporaryDirectory(prefix="llm-finetune-dpo-") as scratch:
-        history, info = train_policy(model, tokenizer, train_pairs, val_pairs, reference, params, precision,
-                                     Path(scratch), callbacks=[MlflowLossCallback()])
+    loss = LossSettings.from_params(params)
+    objective = PreferenceObjective(base_model, start_adapter, loss, tokenizer.pad_token_id)
+    folder = Path(checkpoints) / checkpoint_key({"reference": key, "loss": loss.__dict__}, base_model_info,
+                                                settings.as_params())
+    result = fit(objective, with_reference(train_pairs, reference["train"]), with_reference(val_pairs, reference["val"]),
+                 settings, checkpoint_dir=folder,
+                 settings_key="dpo.train")
     start = {"start_from": "sft" if start_adapter else "base",
              "sft_adapter": str(start_adapter) if start_adapter else None,
-             "sft_adapter_sha256": file_digest(start_adapter, ("adapter_config.json", "adapter_model.safetensors"))}
-    info |= start | {"reference_key": key, "versions": package_versions()}
-    saved = stacked_adapter(start_adapter, model) if start_adapter else model
-    files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer), "training_params.json": params,
+             "sft_adapter_sha256": file_digest(start_adapter, ADAPTER_FILES)}
+    info = result.info | {"train_pairs": len(train_pairs), "val_pairs": len(val_pairs)} | start | {
+        "reference_key": key, "versions": package_versions()}
+    saved = stacked_adapter(start_adapter, result.model) if start_adapter else result.model
+    files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer),
+             "training_params.json": {"loss": loss.__dict__, "train": settings.as_params()},
              "base_model.json": base_model_info, "train_info.json": info}
-    return ModelBundle(model=saved, tokenizer=tokenizer, files=files), history, info
+    return ModelBundle(model=saved, tokenizer=tokenizer, files=files), result.history, info
 
 
 def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, train_info: dict, params: dict,
@@ -161,7 +164,7 @@ def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, tr
 
     if not test_pairs:
         raise ValueError("dpo.test_pairs is empty: no held-out pairs to evaluate on")
-    precision = resolve_precision(params["precision"])
+    precision = resolve_precision(train_settings(params.get("train"), "dpo.train").precision)
     settings = LossSettings.from_params(params)
     pad = load_tokenizer(base_model).pad_token_id
 

@@ -20,7 +20,7 @@ def create_pipeline(start_from: str = "base", **kwargs) -> Pipeline:
                                "params:dpo", "dpo.reference_cache", *start], "dpo.reference_logps",
              name="dpo.compute_reference_logps"),
         node(train_dpo, ["dpo.train_pairs", "dpo.val_pairs", "dpo.reference_logps", "base_model", "base_model_info",
-                         "params:tokenize", "params:dpo", *start],
+                         "params:tokenize", "params:dpo", "train_checkpoints", *start],
              ["dpo.adapter", "dpo.loss_history", "dpo.train_info"], name="dpo.train"),
         node(evaluate_dpo, ["dpo.test_pairs", "dpo.adapter", "base_model", "dpo.train_info", "params:dpo", *start],
              "dpo.metrics", name="dpo.evaluate"),

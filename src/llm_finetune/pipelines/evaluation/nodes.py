@@ -1,4 +1,4 @@
-"""Nodes of the ``evaluation`` pipeline: generate (base and tuned), judge, report."""
+"""Nodes of the evaluation pipelines: generate (base and tuned) or read a responses file, judge, report."""
 
 from __future__ import annotations
 
@@ -9,14 +9,16 @@ from pathlib import Path
 
 import torch
 
-from llm_finetune import reporting
-from llm_finetune.generation import Decoding, generate_responses
-from llm_finetune.judging.run import normalize_rows, run_judges
-from llm_finetune.models.loading import load_causal_lm, load_tokenizer, resolve_precision
+from llm_finetune.evaluation import reporting
+from llm_finetune.evaluation.generation import Decoding, generate_responses
+from llm_finetune.data.sources import read_source
+from llm_finetune.evaluation.judging.run import check_judges, normalize_rows, run_judges
+from llm_finetune.models.loading import load_causal_lm, load_tokenizer
+from llm_finetune.models.precision import resolve_precision
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.pipelines.sft.nodes import TEMPLATE_FILE
-from llm_finetune.templates import alpaca_input, load_template, stop_strings, template_from_saved
+from llm_finetune.tokens.settings import TEMPLATE_FILE
+from llm_finetune.tokens.templates import alpaca_input, load_template, stop_strings, template_from_saved
 
 logger = logging.getLogger(__name__)
 
@@ -108,3 +110,23 @@ def plot_report(base_judgments: list[dict], tuned_judgments: list[dict], loss_hi
     """The loss curve and the score histogram (base vs tuned)."""
     return (reporting.loss_curve(loss_history),
             reporting.score_histogram({"base": base_judgments, "tuned": tuned_judgments}))
+
+
+def read_responses_file(source: dict, judge_params: dict, judge_credentials: dict, model_registry: dict) -> list[dict]:
+    """Snapshot the responses file (``eval.responses``: path | url + sha256) after checking the judges.
+
+    Rows need ``instruction``, ``output`` and ``model_response`` strings (the book's
+    ``instruction-data-with-response`` layout); ``input``, ``family`` and ``verifiable`` are optional.
+    """
+    check_judges(judge_params, judge_credentials, model_registry)
+    origin = source.get("path") or source.get("url") or "eval.responses"
+    return normalize_rows(read_source(source), origin)
+
+
+def build_eval_report(judgments: list[dict], judge_summary: dict, report_params: dict):
+    """Summary with score statistics, per-family table, worst/best examples, histogram and markdown."""
+    summary = {"responses": judge_summary | {"score_stats": reporting.score_stats(judgments)}}
+    families = reporting.family_table({"responses": judgments})
+    examples = reporting.examples_table(None, judgments, report_params["n_examples"])
+    return (summary, families, examples, reporting.score_histogram({"responses": judgments}),
+            reporting.markdown_report(summary, families, examples))

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from llm_finetune.evaluation.reporting import loss_curve
 from llm_finetune.io import ModelBundle
 from llm_finetune.models.loading import load_tokenizer
-from llm_finetune.pipelines.sft.nodes import checkpoint_key, package_versions
-from llm_finetune.pretraining import check_pt_params, document_ids, make_blocks, model_perplexity
-from llm_finetune.reporting import loss_curve
-from llm_finetune.token_store import cache_key, cached, load_rows, load_side_files, store
-from llm_finetune.tracking import MlflowLossCallback
+from llm_finetune.provenance import checkpoint_key, package_versions, token_folder_key
+from llm_finetune.tokens.blocks import check_block_settings, document_ids, make_blocks
+from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
+from llm_finetune.training.settings import train_settings
 
 logger = logging.getLogger(__name__)
 FORMAT = "pt-blocks-1"  # bump when the block layout changes, so old caches are not reused
@@ -34,7 +34,7 @@ def pack_blocks(train_records: list[dict], val_records: list[dict], test_records
     from transformers import AutoConfig
 
     max_positions = getattr(AutoConfig.from_pretrained(base_model), "max_position_embeddings", None)
-    settings = check_pt_params(pt_params, max_positions)
+    settings = check_block_settings(pt_params, max_positions)
     tokenizer = load_tokenizer(base_model)
     folders, stats = [], {}
     for split, records in zip(SPLITS, (train_records, val_records, test_records)):
@@ -64,30 +64,35 @@ def perplexity_after(test_blocks: Path, base_model: Path, adapter: Path, pt_para
 
 
 def _perplexity(test_blocks: Path, base_model: Path, adapter: Path | None, eval_params: dict) -> dict:
+    from llm_finetune.training.objectives.language_model import perplexity
+
     rows = load_rows(test_blocks).to_list()[: eval_params.get("max_blocks") or None]
-    return model_perplexity(base_model, adapter, rows, eval_params["batch_size"], eval_params["precision"])
+    return perplexity(base_model, adapter, rows, eval_params["batch_size"], eval_params["precision"])
 
 
 def train_pt_adapter(train_blocks: Path, val_blocks: Path, base_model: Path, base_model_info: dict, pt_params: dict,
                      checkpoints: Path) -> tuple[ModelBundle, list[dict], dict]:
-    """Continue pretraining ``base_model`` on the train blocks (``pt.train``: method, LoRA, steps, ...).
+    """Continue pretraining ``base_model`` on the train blocks (``pt.train``: what differs from the defaults).
 
     The saved folder holds the adapter (or the model, for full / freeze), the tokenizer, the
-    block settings (``pretraining.json``) and the training parameters. Checkpoints and
+    block settings (``pretraining.json``) and the training settings. Checkpoints and
     ``pt.train.resume`` work as in ``sft``.
     """
-    from llm_finetune.training import train_model
+    from llm_finetune.training.engine import fit
+    from llm_finetune.training.objectives.language_model import LanguageModelObjective
 
-    train_params = pt_params["train"]
-    train_rows, val_rows = load_rows(train_blocks).to_list(), load_rows(val_blocks).to_list()
-    folder = Path(checkpoints) / checkpoint_key(train_blocks, val_blocks, base_model_info, train_params)
-    model, tokenizer, history, info = train_model(train_rows, val_rows, base_model, train_params,
-                                                 callbacks=[MlflowLossCallback()], checkpoint_dir=folder)
-    info |= {"train_blocks": len(train_rows), "val_blocks": len(val_rows), "versions": package_versions()}
+    settings = train_settings(pt_params.get("train"), "pt.train")
+    data = {"train": token_folder_key(train_blocks), "val": token_folder_key(val_blocks)}
+    folder = Path(checkpoints) / checkpoint_key(data, base_model_info, settings.as_params())
+    result = fit(LanguageModelObjective(base_model), load_rows(train_blocks).to_list(), load_rows(val_blocks).to_list(),
+                 settings, checkpoint_dir=folder,
+                 settings_key="pt.train")
+    info = result.info | {"train_blocks": result.info["train_rows"], "val_blocks": result.info["val_rows"],
+                          "versions": package_versions()}
     block_keys = ("block_size", "remainder", "cross_document_attention")
     files = {"pretraining.json": {k: pt_params.get(k) for k in block_keys},
-             "training_params.json": train_params, "base_model.json": base_model_info, "train_info.json": info}
-    return ModelBundle(model=model, tokenizer=tokenizer, files=files), history, info
+             "training_params.json": settings.as_params(), "base_model.json": base_model_info, "train_info.json": info}
+    return ModelBundle(model=result.model, tokenizer=load_tokenizer(base_model), files=files), result.history, info
 
 
 def pt_metrics(before: dict, after: dict, block_stats: dict, train_info: dict, loss_history: list[dict]):

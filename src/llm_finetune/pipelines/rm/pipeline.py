@@ -11,7 +11,7 @@ from llm_finetune.pipelines.rm.nodes import evaluate_rm, train_rm
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        node(train_rm, ["train_pairs", "val_pairs", "base_model", "base_model_info", "params:tokenize", "params:rm"],
-             ["reward_model", "loss_history"], name="train"),
+        node(train_rm, ["train_pairs", "val_pairs", "base_model", "base_model_info", "params:tokenize", "params:rm",
+                        "train_checkpoints"], ["reward_model", "loss_history"], name="train"),
         node(evaluate_rm, ["test_pairs", "reward_model", "base_model", "params:rm"], "metrics", name="evaluate"),
-    ], namespace="rm", inputs={"base_model", "base_model_info"}, parameters={"params:tokenize", "params:rm"})
+    ], namespace="rm", inputs={"base_model", "base_model_info", "train_checkpoints"}, parameters={"params:tokenize", "params:rm"})

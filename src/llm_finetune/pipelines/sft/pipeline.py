@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from llm_finetune.pipelines.sft.nodes import preflight_checks, prepare_base_model, train_adapter
+from llm_finetune.models.materialize import prepare_base_model
+from llm_finetune.pipelines.sft.nodes import preflight_checks, train_adapter
 
 
 def create_pipeline(**kwargs) -> Pipeline:

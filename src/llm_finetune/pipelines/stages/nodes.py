@@ -8,16 +8,23 @@ from pathlib import Path
 
 from llm_finetune.models.loading import load_tokenizer
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.pipelines.tokenize.nodes import settings_from_params
-from llm_finetune.preference_tokens import tokenize_pairs
+from llm_finetune.tokens.blocks import BlockSettings
+from llm_finetune.tokens.pairs import tokenize_pairs
+from llm_finetune.tokens.settings import settings_from_params
+from llm_finetune.training.objectives.dpo import LossSettings
+from llm_finetune.training.settings import train_settings
 
 logger = logging.getLogger(__name__)
 STAGE_KINDS = {"rm": "preference", "dpo": "preference", "pt": "text"}
 
 
 def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model_registry: dict,
-                    tokenize_params: dict) -> dict:
-    """Fail before anything expensive: the data kind the stage trains on, the model entry, the template."""
+                    tokenize_params: dict, stage_params: dict) -> dict:
+    """Fail before anything expensive: the data kind, the model entry, the template, the stage's settings.
+
+    ``stage_params``: the stage's block (``rm``, ``dpo``, ``pt``); its ``train`` settings are
+    validated (unknown keys named with the nearest known one), and the objective's own settings.
+    """
     kind = STAGE_KINDS[stage]
     wrong = [f"{d['name']} ({d['kind']})" for d in dataset_plan if d["kind"] != kind]
     if wrong:
@@ -28,6 +35,11 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
         spec.locate()
     if kind != "text":
         settings_from_params(tokenize_params)
+    train_settings(stage_params.get("train"), f"{stage}.train")
+    if stage == "dpo":
+        LossSettings.from_params(stage_params)
+    if stage == "pt":
+        BlockSettings.from_params(stage_params)
     report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
               "datasets": [d["name"] for d in dataset_plan]}
     logger.info("Preflight checks passed: %s", report)

@@ -4,8 +4,8 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from llm_finetune.models.materialize import prepare_base_model
 from llm_finetune.pipelines.data.pipeline import create_stage_pipeline
-from llm_finetune.pipelines.sft.nodes import prepare_base_model
 from llm_finetune.pipelines.stages.nodes import STAGE_KINDS, stage_preflight, tokenize_pair_split
 
 SPLITS = ("train", "val", "test")
@@ -19,7 +19,7 @@ def create_pipeline(stage: str) -> Pipeline:
     """
     preflight = update_wrapper(partial(stage_preflight, stage), stage_preflight)
     nodes = [
-        node(preflight, ["dataset_plan", "params:model", "params:model_registry", "params:tokenize"],
+        node(preflight, ["dataset_plan", "params:model", "params:model_registry", "params:tokenize", f"params:{stage}"],
              "preflight_report", name="preflight"),
         node(prepare_base_model, ["params:model", "params:model_registry", "base_model_cache", "preflight_report"],
              ["base_model", "base_model_info"], name="prepare_base_model"),
@@ -29,5 +29,5 @@ def create_pipeline(stage: str) -> Pipeline:
                        [f"{split}_pairs", f"{split}_pairs_quarantine", f"{split}_pairs_stats"],
                        name=f"tokenize_{split}_pairs") for split in SPLITS]
     front = pipeline(nodes, namespace=stage, inputs={"base_model_cache"}, outputs={"base_model", "base_model_info"},
-                     parameters={"params:model", "params:model_registry", "params:tokenize"})
+                     parameters={"params:model", "params:model_registry", "params:tokenize", f"params:{stage}"})
     return create_stage_pipeline(stage) + front

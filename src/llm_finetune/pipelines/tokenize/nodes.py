@@ -6,35 +6,13 @@ import logging
 from pathlib import Path
 
 from llm_finetune.models.loading import load_tokenizer
-from llm_finetune.packing import PACKING, pack_rows, padding_stats
-from llm_finetune.templates import check_template, load_template, template_source
-from llm_finetune.token_preview import length_histogram, mask_preview_html
-from llm_finetune.token_store import cache_key, cached, load_rows, load_side_files, store
-from llm_finetune.tokenization import TokenizeSettings, token_stats, tokenize_records
+from llm_finetune.tokens.packing import pack_rows, padding_stats
+from llm_finetune.tokens.preview import length_histogram, mask_preview_html
+from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
+from llm_finetune.tokens.conversations import token_stats, tokenize_records
+from llm_finetune.tokens.settings import settings_from_params
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when the tokenized layout changes, so old caches are not reused
-
-
-def settings_from_params(params: dict, tokenizer=None) -> tuple[TokenizeSettings, dict]:
-    """``TokenizeSettings`` and the dict that keys the cache (template text included).
-
-    Raises on an unknown template, ``loss_on``, ``truncation`` or ``packing``, so ``preflight``
-    calls it too (without a tokenizer) to fail before anything expensive.
-    """
-    if params["packing"] not in PACKING:
-        raise ValueError(f"tokenize.packing {params['packing']!r} is not one of {PACKING}")
-    template = load_template(params["template"], params.get("template_dir"))
-    check_template(template, tokenizer)
-    settings = TokenizeSettings(template=template, cutoff_len=params["cutoff_len"], loss_on=params["loss_on"],
-                                truncation=params["truncation"])
-    key = {"format": FORMAT_VERSION, "template": params["template"],
-           "template_source": template_source(template, tokenizer),
-           "cutoff_len": settings.cutoff_len, "loss_on": settings.loss_on, "truncation": settings.truncation,
-           "packing": params["packing"]}
-    return settings, key
-
-
 def tokenize_split(records: list[dict], base_model: Path, params: dict, batch_size: int,
                    cache_dir: Path) -> tuple[Path, list[dict], dict]:
     """Tokenize and pack one split (``tokenize.*``), reusing the cached result of identical settings.

@@ -1,0 +1,106 @@
+"""Batched, left-padded generation with the KV cache; greedy by default.
+
+Prompts are encoded by :func:`llm_finetune.tokens.conversations.encode_prompts`, from the same
+template pieces training used, and sorted by length so each batch pads little; outputs come back in the
+input order. Sampling (temperature / top-p / top-k, seeded) and stop strings are options.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from llm_finetune.tokens.conversations import encode_prompts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to pick tokens: greedy unless ``do_sample``; generation stops at EOS or a stop string."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 123
+    stop_strings: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Decoding":
+        known = {name: params[name] for name in cls.__dataclass_fields__ if params.get(name) is not None}
+        known["stop_strings"] = tuple(known.get("stop_strings", ()))
+        decoding = cls(**known)
+        if decoding.max_new_tokens < 1 or decoding.temperature <= 0 or not 0 < decoding.top_p <= 1:
+            raise ValueError(f"Bad decoding parameters: {decoding}")
+        return decoding
+
+    def generate_kwargs(self, tokenizer) -> dict:
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                  "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+        if self.do_sample:
+            kwargs |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+        else:
+            kwargs |= {"temperature": None, "top_p": None, "top_k": None}
+        if self.stop_strings:
+            kwargs |= {"stop_strings": list(self.stop_strings), "tokenizer": tokenizer}
+        return kwargs
+
+    def cut(self, text: str) -> str:
+        """``text`` up to the first stop string."""
+        for stop in self.stop_strings:
+            if stop in text:
+                text = text[: text.index(stop)]
+        return text.strip()
+
+
+def generate_responses(model, tokenizer, records: list[dict], template, batch_size: int,
+                       max_new_tokens: int | None = None, decoding: Decoding | None = None) -> tuple[list[str], dict]:
+    """Responses for canonical ``records`` rendered with ``template`` (a ChatTemplate or ``"tokenizer"``)."""
+    decoding = decoding or Decoding(max_new_tokens=max_new_tokens or 64)
+    encoded = encode_prompts(records, template, tokenizer)
+    return generate_from_ids(model, tokenizer, encoded, batch_size, decoding)
+
+
+def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: int,
+                      decoding: Decoding) -> tuple[list[str], dict]:
+    """Generate for already-encoded prompts (any template); ``timing`` has per-batch rows."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    responses: list[str] = [""] * len(encoded)
+    pad_id = tokenizer.pad_token_id
+    model.eval()
+    torch.manual_seed(decoding.seed)
+    batches, started = [], time.perf_counter()
+    for number, start in enumerate(tqdm(range(0, len(order), batch_size), desc="generate", unit="batch")):
+        batch = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in batch)
+        ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
+        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
+        batch_started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                 **decoding.generate_kwargs(tokenizer))
+        new_tokens = 0
+        for row, index in enumerate(batch):
+            generated = _until_eos(out[row, width:].tolist(), tokenizer.eos_token_id)
+            new_tokens += len(generated)
+            responses[index] = decoding.cut(tokenizer.decode(generated, skip_special_tokens=True))
+        batches.append({"batch": number, "rows": len(batch), "prompt_width": width, "new_tokens": new_tokens,
+                        "seconds": round(time.perf_counter() - batch_started, 3), "row_indices": batch})
+    seconds = time.perf_counter() - started
+    total_new = sum(b["new_tokens"] for b in batches)
+    timing = {"seconds": round(seconds, 2), "rows": len(encoded), "new_tokens": total_new,
+              "tokens_per_s": round(total_new / seconds, 1) if seconds else None,
+              "responses_per_s": round(len(encoded) / seconds, 2) if seconds else None, "batches": batches}
+    logger.info("Generated %d responses in %.1f s (%s new tokens/s)", len(encoded), seconds, timing["tokens_per_s"])
+    return responses, timing
+
+
+def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
+    """New tokens up to and including the first EOS (later positions are padding)."""
+    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens

@@ -1,0 +1,51 @@
+"""Training objectives: what a stage trains, on the one engine (:func:`llm_finetune.training.engine.fit`).
+
+An objective builds its model, says how long a row is (for length-grouped batches), collates
+rows into a batch and computes the loss of a batch with per-example metrics. It owns no loop:
+data order, precision, accumulation, evaluation, early stopping, checkpoints, throughput and
+logging are the engine's. A new stage is one objective file here plus one pipeline folder.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Objective:
+    """The interface the engine calls; subclasses fill in every method that raises here."""
+
+    name = "objective"
+    # per-example metrics the loss returns; averaged over examples into the train / val logs
+    metric_names: tuple[str, ...] = ()
+
+    def build_model(self, settings, precision: str):
+        """``(model, trainable parameters, total parameters)``, ready to train."""
+        raise NotImplementedError
+
+    def row(self, row: dict) -> dict:
+        """The fields of a stored row the batch needs (the dataset keeps only these)."""
+        return row
+
+    def length(self, row: dict) -> int:
+        """Tokens in a row, for length-grouped batches."""
+        raise NotImplementedError
+
+    def collate(self, rows: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict, num_items_in_batch=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The batch loss and per-example metrics (tensors of one value per example)."""
+        raise NotImplementedError
+
+    def scaled_for_accumulation(self, model) -> bool:
+        """True when :meth:`loss` divides by ``num_items_in_batch`` (the trained tokens of the whole
+        accumulated batch); False for a per-batch mean, which the engine divides by the accumulation steps."""
+        return False
+
+    def flops_per_token(self, total_parameters: int, settings) -> float:
+        """Training FLOPs per input token: forward 2N, backward 2N (LoRA: no weight gradients) or 4N (full)."""
+        return (6 if settings.method == "full" else 4) * total_parameters
+
+    def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
+        """Objective-specific figures for ``train_info``."""
+        return {}

@@ -1,0 +1,224 @@
+"""Direct preference optimisation on tokenized pairs: DPO (sigmoid), IPO and hinge losses, with LoRA.
+
+The recipe reads top to bottom: build the policy (the start model with a fresh LoRA) ->
+reference log-probs once, with the LoRA disabled (the start model itself: no second copy in
+memory; the pipeline persists them and reruns reuse them) -> fit -> held-out report.
+
+Definitions, as in TRL 1.16's ``DPOTrainer`` (``tests/training/objectives/test_dpo_parity_trl.py`` pins them):
+
+* sequence log-prob: the sum of ``log p(label_t | tokens < t)`` over the labelled positions (the
+  answer and its end-of-turn / EOS, :mod:`llm_finetune.tokens.pairs`);
+* per side, ``logratio = policy log-prob - reference log-prob``; ``delta = chosen - rejected`` logratio;
+* ``sigmoid``: ``-log σ(β·delta)``; with ``label_smoothing`` ε, conservative DPO:
+  ``-(1-ε)·log σ(β·delta) - ε·log σ(-β·delta)`` (TRL's form of it, as in its ``aot`` loss);
+* ``hinge``: ``max(0, 1 - β·delta)``;
+* ``ipo``: ``(chosen logratio / chosen tokens - rejected logratio / rejected tokens - 1/(2β))²``
+  (TRL divides each side by its labelled tokens);
+* rewards ``β·logratio``; accuracy: share of pairs whose chosen reward beats the rejected one
+  (a tie counts as wrong); margin: chosen minus rejected reward.
+
+The batch loss is the mean over its pairs (under gradient accumulation, the mean of the
+micro-batch means). Training is the shared engine (:mod:`llm_finetune.training.engine`); this
+objective supplies the policy, the pair batches (chosen rows first, then rejected, right-padded,
+no attention mask), the loss and the pair metrics. Log-probs come from the LM head at the
+labelled positions only (:func:`llm_finetune.training.numerics.sequence_logps`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.tokens.packing import PadCollator, in_length_order
+from llm_finetune.training.numerics import sequence_logps
+from llm_finetune.models.precision import compute_context
+from llm_finetune.training.objectives import Objective
+
+logger = logging.getLogger(__name__)
+LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected")
+PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """``dpo.loss_type``, ``dpo.beta`` and ``dpo.label_smoothing`` (sigmoid only), checked."""
+
+    loss_type: str = "sigmoid"
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"dpo.loss_type {self.loss_type!r} is not one of {LOSS_TYPES}")
+        if not self.beta > 0:
+            raise ValueError(f"dpo.beta must be positive, got {self.beta}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss_type != "sigmoid":
+            raise ValueError(f"dpo.label_smoothing applies to the sigmoid loss only, not {self.loss_type!r}")
+
+    @classmethod
+    def from_params(cls, params: dict) -> LossSettings:
+        return cls(params["loss_type"], float(params["beta"]), float(params.get("label_smoothing") or 0.0))
+
+
+# ---- batches and log-probs ----
+def collate_pairs(pairs: list[dict], pad_token_id: int) -> dict:
+    """One batch of ``2n`` rows, the chosen sides first, right-padded, no attention mask; plus
+    ``ref_logps`` (same order) when the pairs carry ``ref_chosen`` / ``ref_rejected``."""
+    rows = [{"input_ids": p[f"{side}_input_ids"], "labels": p[f"{side}_labels"]}
+            for side in ("chosen", "rejected") for p in pairs]
+    batch = PadCollator(pad_token_id, attention_mask=False)(rows)
+    if "ref_chosen" in pairs[0]:
+        batch["ref_logps"] = torch.tensor([p["ref_chosen"] for p in pairs] + [p["ref_rejected"] for p in pairs],
+                                          dtype=torch.float32)
+    return batch
+
+
+def pair_length(pair: dict) -> int:
+    return max(len(pair["chosen_input_ids"]), len(pair["rejected_input_ids"]))
+
+
+@torch.no_grad()
+def pair_logps(model, pairs: list[dict], pad_token_id: int, precision: str = "fp32", batch_size: int = 16,
+               reference: bool = False) -> dict[str, list[float]]:
+    """``{"chosen": [...], "rejected": [...]}`` sequence log-probs of ``pairs``, in their order.
+
+    ``reference``: with a peft model, its adapter disabled (the model it was started from).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+
+    def score(batch_pairs: list[dict]) -> list[tuple[float, float]]:
+        batch = collate_pairs(batch_pairs, pad_token_id)
+        logps, _ = sequence_logps(model, {k: batch[k].to(device) for k in ("input_ids", "labels")})
+        n = len(batch_pairs)
+        return list(zip(logps[:n].tolist(), logps[n:].tolist()))
+
+    with compute_context(model, precision, reference=reference):
+        scored = in_length_order(pairs, [pair_length(p) for p in pairs], batch_size, score)
+    model.train(was_training)
+    return {"chosen": [c for c, _ in scored], "rejected": [r for _, r in scored]}
+
+
+# ---- losses and metrics ----
+def preference_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, settings: LossSettings,
+                    chosen_tokens: torch.Tensor | None = None,
+                    rejected_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair loss of ``settings.loss_type`` (see the module docstring); ipo needs the token counts."""
+    beta = settings.beta
+    if settings.loss_type == "ipo":
+        if chosen_tokens is None or rejected_tokens is None:
+            raise ValueError("the ipo loss needs the labelled token counts of both sides")
+        delta = chosen_logratios / chosen_tokens.clamp(min=1) - rejected_logratios / rejected_tokens.clamp(min=1)
+        return (delta - 1 / (2 * beta)) ** 2
+    delta = chosen_logratios - rejected_logratios
+    if settings.loss_type == "hinge":
+        return torch.relu(1 - beta * delta)
+    smoothing = settings.label_smoothing
+    return -(1 - smoothing) * F.logsigmoid(beta * delta) - smoothing * F.logsigmoid(-beta * delta)
+
+
+def pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> dict[str, torch.Tensor]:
+    """Per-pair rewards, accuracies, margins and log-probs (the names TRL logs)."""
+    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    return {"rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": policy_chosen.detach(), "logps/rejected": policy_rejected.detach()}
+
+
+def batch_loss(logps: torch.Tensor, tokens: torch.Tensor, ref_logps: torch.Tensor,
+               settings: LossSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean loss of a ``collate_pairs`` batch (chosen rows first) and its per-pair metrics."""
+    n = len(logps) // 2
+    ref_logps = ref_logps.to(logps.device, logps.dtype)
+    losses = preference_loss(logps[:n] - ref_logps[:n], logps[n:] - ref_logps[n:], settings, tokens[:n], tokens[n:])
+    return losses.mean(), pair_metrics(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:], settings.beta)
+
+
+def preference_report(policy: dict, reference: dict, pairs: list[dict], settings: LossSettings) -> dict[str, float]:
+    """Mean loss and pair metrics of ``policy`` against ``reference`` log-probs (``pair_logps`` dicts)."""
+    def values(side: dict, key: str) -> torch.Tensor:
+        return torch.tensor(side[key], dtype=torch.float64)
+
+    def tokens(key: str) -> torch.Tensor:
+        return torch.tensor([sum(x != IGNORE_INDEX for x in p[f"{key}_labels"][1:]) for p in pairs])
+
+    pc, pr, rc, rr = values(policy, "chosen"), values(policy, "rejected"), values(reference, "chosen"), values(
+        reference, "rejected")
+    loss = preference_loss(pc - rc, pr - rr, settings, tokens("chosen"), tokens("rejected")).mean()
+    metrics = pair_metrics(pc, pr, rc, rr, settings.beta)
+    return {"loss": round(loss.item(), 6)} | {name: round(value.mean().item(), 6) for name, value in metrics.items()}
+
+
+# ---- model and objective ----
+def build_policy(base_model: Path, start_adapter: Path | None, lora: dict, precision: str):
+    """The start model (base, or base + SFT adapter merged in fp32) with a fresh trainable LoRA.
+
+    Its disabled state is exactly the start model: the reference of the DPO loss. Frozen weights
+    in bf16 when training in bf16, LoRA weights in fp32.
+    """
+    from peft import get_peft_model
+
+    from llm_finetune.models.loading import load_causal_lm
+    from llm_finetune.models.tuning import lora_config
+
+    model = load_causal_lm(base_model, dtype=torch.float32, adapter=start_adapter)
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    model = get_peft_model(model, lora_config(lora))
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    model.config.use_cache = False
+    return model
+
+
+def with_reference(pairs: list[dict], reference: dict) -> list[dict]:
+    """Training rows: each pair's token fields and its reference log-probs."""
+    if len(reference["chosen"]) != len(pairs):
+        raise ValueError(f"{len(pairs)} pairs but {len(reference['chosen'])} reference log-probs")
+    return [{k: p[k] for k in PAIR_KEYS} | {"ref_chosen": c, "ref_rejected": r}
+            for p, c, r in zip(pairs, reference["chosen"], reference["rejected"])]
+
+
+class PreferenceObjective(Objective):
+    """DPO / IPO / hinge on pairs that carry their reference log-probs (:func:`with_reference`)."""
+
+    name = "dpo"
+    metric_names = PAIR_METRICS
+
+    def __init__(self, base_model: Path, start_adapter: Path | None, settings: LossSettings, pad_token_id: int):
+        self.base_model, self.start_adapter = Path(base_model), start_adapter
+        self.settings, self.pad_token_id = settings, pad_token_id
+
+    def build_model(self, settings, precision: str):
+        model = build_policy(self.base_model, self.start_adapter, settings.lora.model_dump(), precision)
+        return (model, sum(p.numel() for p in model.parameters() if p.requires_grad),
+                sum(p.numel() for p in model.parameters()))
+
+    def length(self, row: dict) -> int:
+        return pair_length(row)
+
+    def collate(self, rows: list[dict]) -> dict:
+        return collate_pairs(rows, self.pad_token_id)
+
+    def loss(self, model, batch: dict, num_items_in_batch=None):
+        logps, tokens = sequence_logps(model, batch)
+        return batch_loss(logps, tokens, batch["ref_logps"], self.settings)
+
+    def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
+        last_val = next(row for row in reversed(history) if row["split"] == "val")
+        return {"loss_type": self.settings.loss_type, "beta": self.settings.beta,
+                "final_val_reward_accuracy": last_val["rewards/accuracies"],
+                "final_val_reward_margin": last_val["rewards/margins"]}

@@ -1,0 +1,130 @@
+"""Typed training settings: every knob of the engine, its default and its check, in one place.
+
+Each stage's parameters (``train`` for sft, ``rm.train``, ``dpo.train``, ``pt.train``) hold only
+what differs from these defaults; :func:`train_settings` fills in the rest and validates the
+result in preflight, before any model is loaded. An unknown key is an error that names it with
+the stage's prefix and the nearest known key (``rm.train.lerning_rate: unknown key; did you
+mean learning_rate?``), a wrong value one that names the key and the accepted range.
+
+pydantic does the type checks and coercion (a YAML ``1e-3`` read as a string, ``"true"`` from
+``--params``); the nearest-key hint is ours, from :mod:`difflib`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+METHODS = ("lora", "full", "freeze")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSettings(_Strict):
+    """peft LoRA: rank, scale, dropout and the modules it adapts."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)  # peft's and LLaMA-Factory's default; a mask per module costs ~20% on CPU
+    target_modules: str | list[str] = "all-linear"
+    use_dora: bool = False
+
+
+class FreezeSettings(_Strict):
+    """``method: freeze``: which decoder layers (the last N) and modules train."""
+
+    trainable_layers: int = Field(2, ge=1)
+    trainable_modules: list[str] = []  # only these module names inside them, e.g. [mlp] (empty: all)
+    extra_modules: list[str] = []  # e.g. [norm, lm_head]
+
+
+class EarlyStoppingSettings(_Strict):
+    """Stop when val loss has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainSettings(_Strict):
+    """The engine's settings (:func:`llm_finetune.training.engine.fit`); defaults are the sft defaults."""
+
+    method: Literal["lora", "full", "freeze"] = "lora"
+    seed: int = 123
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU / GPU runs it natively
+    attention: str = "auto"  # auto | sdpa | eager | sdpa_fp32 (auto: fp32 attention in bf16 CPU training)
+    epochs: float = Field(1, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
+    max_train_rows: int | None = Field(None, ge=1)  # the first N training rows (pairs, blocks); None: all
+    batch_size: int = Field(8, ge=1)  # rows (pairs for rm / dpo) per micro-batch
+    eval_batch_size: int | None = Field(None, ge=1)  # None: batch_size
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1.0e-3, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: str = "cosine"  # any transformers scheduler name
+    warmup_steps: int = Field(10, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
+    optimizer: str = "adamw_torch"  # any transformers `optim` name
+    group_by_length: bool = True  # length-grouped batches (in random order) pad far less than random ones
+    eval_steps: int = Field(40, ge=1)
+    eval_before_training: bool = False  # also evaluate the untrained model (a val row at step 0)
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int = Field(40, ge=0)  # a checkpoint every N steps (0: none)
+    resume: bool = False  # continue an interrupted run from its last checkpoint
+    keep_checkpoints: bool = False  # False: remove the checkpoints once training finished
+    gradient_checkpointing: bool = False
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+    early_stopping: EarlyStoppingSettings | None = None
+    lora: LoraSettings = LoraSettings()
+    freeze: FreezeSettings = FreezeSettings()
+
+    @model_validator(mode="after")
+    def _attention_known(self):
+        known = ("auto", "sdpa", "eager", "sdpa_fp32", "flash_attention_2", "flex_attention")
+        if self.attention not in known:
+            raise ValueError(f"attention {self.attention!r} is not one of {known}")
+        return self
+
+    @property
+    def eval_rows_per_batch(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
+    def as_params(self) -> dict:
+        """Plain values, as saved in ``training_params.json`` and hashed into checkpoint keys."""
+        return self.model_dump(mode="json")
+
+
+def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
+    """:class:`TrainSettings` from a stage's parameters; errors name ``where.<key>``."""
+    params = dict(params or {})
+    try:
+        return TrainSettings(**params)
+    except ValidationError as error:
+        raise ValueError(_explain(error, where)) from None
+
+
+def _explain(error: ValidationError, where: str) -> str:
+    lines = []
+    for problem in error.errors():
+        path = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            known = _known_keys(problem["loc"][:-1])
+            near = difflib.get_close_matches(str(problem["loc"][-1]), known, n=1)
+            hint = f"; did you mean {near[0]}?" if near else f"; known keys: {', '.join(known)}"
+            lines.append(f"{where}.{path}: unknown key{hint}")
+        else:
+            lines.append(f"{where}.{path}: {problem['msg']} (got {problem.get('input')!r})" if path else
+                         f"{where}: {problem['msg']}")
+    return "invalid training settings:\n  " + "\n  ".join(lines)
+
+
+def _known_keys(location: tuple) -> list[str]:
+    model: type[BaseModel] = TrainSettings
+    for part in location:
+        annotation = model.model_fields[str(part)].annotation
+        model = next((a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                      and issubclass(a, BaseModel)), model)
+    return sorted(model.model_fields)

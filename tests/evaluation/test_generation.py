@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from llm_finetune.evaluation.generation import generate_responses
+from llm_finetune.models.loading import load_causal_lm, load_tokenizer
+from tests.conftest import alpaca_record
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    records = [alpaca_record("Add the numbers.", "5", "2 + 3"), alpaca_record("Say hi", "hi"),
+               alpaca_record("Convert the date 1999-06-15 to the format 'day month year'.", "15 June 1999")]
+    batched, timing = generate_responses(model, tokenizer, records, "alpaca", batch_size=3, max_new_tokens=12)
+    single = [generate_responses(model, tokenizer, [r], "alpaca", batch_size=1, max_new_tokens=12)[0][0]
+              for r in records]
+    assert batched == single
+    assert timing["rows"] == 3 and timing["new_tokens"] > 0
+
+
+def test_stop_strings_cut_the_response_and_sampling_is_seeded(tiny_model_dir):
+    from llm_finetune.evaluation.generation import Decoding, generate_from_ids
+
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    prompts = [tokenizer("Add the numbers 2 and 3").input_ids, tokenizer("Say hi").input_ids]
+    greedy, _ = generate_from_ids(model, tokenizer, prompts, 2, Decoding(max_new_tokens=10))
+    stop = greedy[0].split()[1] if len(greedy[0].split()) > 1 else greedy[0][:2]
+    cut, _ = generate_from_ids(model, tokenizer, prompts, 2, Decoding(max_new_tokens=10, stop_strings=(stop,)))
+    assert stop not in cut[0] and greedy[0].startswith(cut[0])
+    sampled = Decoding(max_new_tokens=10, do_sample=True, temperature=1.5, seed=5)
+    first, _ = generate_from_ids(model, tokenizer, prompts, 2, sampled)
+    assert generate_from_ids(model, tokenizer, prompts, 2, sampled)[0] == first
+
+
+def test_decoding_parameters_are_validated():
+    from llm_finetune.evaluation.generation import Decoding
+
+    assert Decoding.from_params({"max_new_tokens": 8, "batch_size": 4, "stop_strings": ["###"]}).stop_strings == ("###",)
+    with pytest.raises(ValueError, match="Bad decoding"):
+        Decoding.from_params({"max_new_tokens": 0})
