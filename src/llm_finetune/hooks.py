@@ -38,20 +38,14 @@ def flatten_metrics(data: dict, prefix: str = "") -> dict[str, float]:
 class TrackingHook:
     """Send artifacts, figures and metrics to the active MLflow run as datasets are saved.
 
-    Args:
-        artifact_folders: datasets whose saved folder is logged as an artifact.
-        metric_datasets: dataset name -> metric-name prefix, for datasets holding (nested)
-            dicts of numbers, e.g. ``{"summary_metrics": "", "align_report": "align."}``.
-        text_artifacts: dataset name -> artifact file name, for datasets holding text
-            (markdown reports, HTML pages).
-    DataFrames are logged as ``tables/<name>.csv`` and figures as ``<name>.png``.
+    What to log comes from each catalog entry's ``metadata.tracking`` (see ``conf/base/catalog/shared.yml``):
+    ``metrics: <prefix>`` logs a dict's numeric leaves as ``<prefix><a.b.c>``, ``artifact: <path>`` the
+    saved folder under that artifact path, ``text: <file>`` a string as that artifact file. Factories
+    resolve the prefix per stage (``{stage}.align.`` -> ``rm.align.``), so no dataset name is written in
+    Python. DataFrames are logged as ``tables/<name>.csv`` and figures as ``<name>.png`` without metadata.
     """
 
-    def __init__(self, artifact_folders: tuple[str, ...] = (), metric_datasets: dict[str, str] | None = None,
-                 text_artifacts: dict[str, str] | None = None):
-        self.artifact_folders = set(artifact_folders)
-        self.text_artifacts = dict(text_artifacts or {})
-        self.metric_datasets = dict(metric_datasets or {})
+    def __init__(self):
         self._catalog = None
         self._tagged = False
 
@@ -76,10 +70,13 @@ class TrackingHook:
         """Tag the run with the version of every versioned dataset a node read."""
         self._tag_version(dataset_name, "resolve_load_version")
 
+    def _dataset(self, dataset_name: str):
+        return self._catalog.get(dataset_name) if self._catalog is not None else None
+
     def _tag_version(self, dataset_name: str, resolver: str) -> None:
-        if mlflow.active_run() is None or self._catalog is None:
+        if mlflow.active_run() is None:
             return
-        dataset = self._catalog.get(dataset_name)
+        dataset = self._dataset(dataset_name)
         version = getattr(dataset, resolver, lambda: None)() if dataset is not None else None
         if version:
             mlflow.set_tag(f"dataset_version.{dataset_name}", version)
@@ -89,16 +86,18 @@ class TrackingHook:
         self._tag_version(dataset_name, "resolve_save_version")
         if mlflow.active_run() is None:
             return
-        if dataset_name in self.artifact_folders:
-            folder = getattr(self._catalog.get(dataset_name), "last_saved_path", None)
+        dataset = self._dataset(dataset_name)
+        tracking = (getattr(dataset, "metadata", None) or {}).get("tracking") or {}
+        if "artifact" in tracking:
+            folder = getattr(dataset, "last_saved_path", None)
             if folder is not None:
-                mlflow.log_artifacts(str(folder), artifact_path=dataset_name)
+                mlflow.log_artifacts(str(folder), artifact_path=tracking["artifact"])
                 logger.info("Logged %s (%s) to MLflow", dataset_name, folder)
-        if dataset_name in self.metric_datasets and isinstance(data, dict):
-            mlflow.log_metrics(flatten_metrics(data, self.metric_datasets[dataset_name]))
+        if "metrics" in tracking and isinstance(data, dict):
+            mlflow.log_metrics(flatten_metrics(data, tracking["metrics"]))
         if type(data).__name__ == "Figure":
             mlflow.log_figure(data, f"{dataset_name}.png")
         elif type(data).__name__ == "DataFrame":
             mlflow.log_text(data.to_csv(index=False), f"tables/{dataset_name}.csv")
-        elif isinstance(data, str) and dataset_name in self.text_artifacts:
-            mlflow.log_text(data, self.text_artifacts[dataset_name])
+        elif isinstance(data, str) and "text" in tracking:
+            mlflow.log_text(data, tracking["text"])

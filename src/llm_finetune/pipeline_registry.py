@@ -1,4 +1,4 @@
-"""Project pipelines."""
+"""Project pipelines: the registry only composes (every stage is its data pipeline + its front + its nodes)."""
 
 from kedro.pipeline import Pipeline
 
@@ -6,11 +6,13 @@ from llm_finetune.pipelines import data, dpo, evaluation, export, pt, rm, sft, s
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    data_pipeline = data.create_pipeline()
-    sft_pipeline = data_pipeline + tokenize.create_pipeline() + sft.create_pipeline() + evaluation.create_pipeline()
-    return {"data": data_pipeline, "sft": sft_pipeline, "eval": evaluation.create_file_pipeline(),
-            "export": export.create_pipeline(), "__default__": sft_pipeline,
-            "rm": stages.create_pipeline("rm") + rm.create_pipeline(),
-            "dpo": stages.create_pipeline("dpo") + dpo.create_pipeline(),
-            "dpo_sft": stages.create_pipeline("dpo") + dpo.create_pipeline(start_from="sft"),
-            "pt": stages.create_pipeline("pt") + pt.create_pipeline()}
+    sft_pipeline = data.create_pipeline("sft") + tokenize.create_pipeline() + sft.create_pipeline() + \
+        evaluation.create_pipeline()
+
+    def stage(name: str, nodes: Pipeline) -> Pipeline:
+        return data.create_pipeline(name) + stages.create_pipeline(name) + nodes
+
+    return {"data": data.create_pipeline("sft"), "sft": sft_pipeline, "__default__": sft_pipeline,
+            "eval": evaluation.create_file_pipeline(), "export": export.create_pipeline(),
+            "rm": stage("rm", rm.create_pipeline()), "dpo": stage("dpo", dpo.create_pipeline()),
+            "dpo_sft": stage("dpo", dpo.create_pipeline(start_from="sft")), "pt": stage("pt", pt.create_pipeline())}

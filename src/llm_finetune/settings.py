@@ -4,21 +4,7 @@ from kedro.config import OmegaConfigLoader
 
 from llm_finetune.hooks import TrackingHook
 
-STAGES = ("rm", "dpo", "pt")
-HOOKS = (
-    TrackingHook(
-        artifact_folders=("adapter", "rm.reward_model", "dpo.adapter", "pt.adapter"),
-        metric_datasets={"summary_metrics": "", "align_report": "align.", "contamination_report": "contamination.",
-                         "train_tokenize_stats": "tokenize.train.", "val_tokenize_stats": "tokenize.val.",
-                         "eval_summary_metrics": "", "base_generation_timing": "generation.base.",
-                         "tuned_generation_timing": "generation.tuned."}
-                        | {f"{stage}.{name}": f"{stage}.{prefix}" for stage in STAGES
-                           for name, prefix in (("metrics", ""), ("align_report", "align."),
-                                                ("contamination_report", "contamination."))},
-        text_artifacts={"evaluation_report": "evaluation_report.md", "eval_report": "eval_report.md",
-                        "train_mask_preview": "train_mask_preview.html"},
-    ),
-)
+HOOKS = (TrackingHook(),)  # what it logs comes from the catalog's `metadata.tracking`
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # "soft" merging lets conf/local or conf/test override single nested keys (e.g. train.max_steps)
 # conf/<env>/datasets.yml (the dataset registry) is read as parameters: `params:datasets`.

@@ -90,13 +90,13 @@ def test_mlflow_holds_the_dpo_metrics_curves_and_adapter(project, base_runs):
 
 
 def test_dpo_sft_starts_from_the_latest_sft_adapter(project, tiny_model_dir, tiny_tokenizer, base_runs):
-    """A LoRA SFT adapter registered as the newest ``adapter`` version, as `kedro run --pipeline sft` leaves it."""
+    """A LoRA SFT adapter registered as the newest ``sft.adapter`` version, as `kedro run --pipeline sft` leaves it."""
     from kedro.io.core import generate_timestamp
 
     from tests.training.objectives.test_dpo import sft_adapter
 
     version = generate_timestamp()
-    folder = project / "data/06_models/adapter" / version / "adapter"
+    folder = project / "data/06_models/sft/adapter" / version / "adapter"
     sft_adapter(tiny_model_dir, tiny_tokenizer, folder, info=latest(project, "data/06_models/base_model_info.json"))
     result = kedro(project, "run", "--pipeline", "dpo_sft", "--env", "test", params=params(project, tiny_model_dir))
     assert result.returncode == 0, result.stdout[-4000:]

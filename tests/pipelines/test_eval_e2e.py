@@ -13,14 +13,14 @@ pytestmark = pytest.mark.e2e
 def test_eval_judges_the_demo_responses_with_reference_metrics(project):  # noqa: F811
     result = kedro(project, "run", "--pipeline", "eval")
     assert result.returncode == 0, result.stdout[-4000:]
-    judged = latest(project, "data/07_model_output/eval_judgments.jsonl")
+    judged = latest(project, "data/07_model_output/eval/file_judgments.jsonl")
     source = json.loads((project / "data/01_raw/demo_responses.json").read_text())
     assert len(judged) == len(source) == 40
-    summary = latest(project, "data/08_reporting/eval_summary_metrics.json")["responses"]
+    summary = latest(project, "data/08_reporting/eval/summary_metrics.json")["responses"]
     exact = [row for row in source if row["verifiable"]]
     expected = sum(r["model_response"] == r["output"] for r in exact) / len(exact)
     assert summary["exact_match"] == pytest.approx(expected)
-    assert (project / "data/08_reporting/eval_report.md").is_dir()
+    assert (project / "data/08_reporting/eval/report.md").is_dir()
 
 
 def test_eval_through_an_ollama_server_counts_every_judgement(project):  # noqa: F811
@@ -29,9 +29,9 @@ def test_eval_through_an_ollama_server_counts_every_judgement(project):  # noqa:
         result = kedro(project, "run", "--pipeline", "eval",
                        params={"judge.llm.api": "ollama", "judge.llm.url": base_url, "judge.llm.model": "judge-model"})
     assert result.returncode == 0, result.stdout[-4000:]
-    judged = latest(project, "data/07_model_output/eval_judgments.jsonl")
+    judged = latest(project, "data/07_model_output/eval/file_judgments.jsonl")
     assert {row["llm_score"] for row in judged} == {72, 100}
-    summary = latest(project, "data/08_reporting/eval_summary_metrics.json")["responses"]
+    summary = latest(project, "data/08_reporting/eval/summary_metrics.json")["responses"]
     assert summary["llm_total"] == summary["llm_scored"] == 40
     assert summary["score_stats"]["llm"]["n_scored"] == 40
     assert all(request.body["stream"] is False for request in judge.chat_requests)
@@ -61,7 +61,7 @@ def test_eval_pipeline_with_a_real_llama_cpp_judge(project):  # noqa: F811
                   "judge.llm.model": model_id, "judge.llm.concurrency": 1, "judge.llm.timeout_s": 900}
         result = kedro(project, "run", "--pipeline", "eval", params=params)
     assert result.returncode == 0, result.stdout[-4000:]
-    judged = latest(project, "data/07_model_output/eval_judgments.jsonl")
+    judged = latest(project, "data/07_model_output/eval/file_judgments.jsonl")
     assert len(judged) == 6 and all(isinstance(row["llm_raw"], str) and row["llm_error"] is None for row in judged)
-    summary = latest(project, "data/08_reporting/eval_summary_metrics.json")["responses"]
+    summary = latest(project, "data/08_reporting/eval/summary_metrics.json")["responses"]
     assert summary["llm_total"] == 6 and summary["llm_scored"] + summary["llm_unparsable"] == 6

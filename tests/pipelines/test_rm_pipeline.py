@@ -83,14 +83,16 @@ def test_rm_runs_on_llamafactory_dpo_en_demo(project, tiny_model_dir):  # noqa: 
 
 def test_rm_is_registered_with_its_outputs_in_viz_layers():
     from kedro.config import OmegaConfigLoader
+    from kedro.io import DataCatalog
 
     from llm_finetune.pipeline_registry import register_pipelines
     from tests.conftest import REPO
 
     rm = register_pipelines()["rm"]
     assert {"rm.train", "rm.evaluate", "rm.tokenize_train_pairs"} <= {n.name for n in rm.nodes}
-    catalog = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env="base")["catalog"]
-    layers = {name: catalog[name]["metadata"]["kedro-viz"]["layer"] for name in
+    config = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env="base")
+    catalog = DataCatalog.from_config(config["catalog"], credentials=config["credentials"])
+    layers = {name: catalog.get(name).metadata["kedro-viz"]["layer"] for name in
               ("rm.reward_model", "rm.loss_history", "rm.metrics")}
     assert layers == {"rm.reward_model": "models", "rm.loss_history": "model_output", "rm.metrics": "reporting"}
     assert {"rm.reward_model", "rm.metrics", "base_model"} <= rm.datasets()

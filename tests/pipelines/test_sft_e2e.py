@@ -72,31 +72,31 @@ def two_runs(project, tiny_model_dir):
     params = {"model_registry.tiny-llama.path": str(tiny_model_dir)}
     first = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
     assert first.returncode == 0, first.stdout[-4000:]
-    summary_1 = latest(project, "data/08_reporting/summary_metrics.json")
+    summary_1 = latest(project, "data/08_reporting/sft/summary_metrics.json")
     second = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
     assert second.returncode == 0, second.stdout[-4000:]
-    return first, second, summary_1, latest(project, "data/08_reporting/summary_metrics.json")
+    return first, second, summary_1, latest(project, "data/08_reporting/sft/summary_metrics.json")
 
 
 def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs):
-    for relative in ("data/01_raw/snapshots/raw_datasets.json", "data/03_primary/test_records.jsonl",
-                     "data/02_intermediate/aligned_records.jsonl", "data/02_intermediate/align_quarantine.jsonl",
-                     "data/08_reporting/contamination_report.json", "data/08_reporting/contamination_pairs.jsonl",
-                     "data/05_model_input/train_tokens", "data/08_reporting/train_mask_preview.html",
-                     "data/08_reporting/train_length_histogram.png", "data/06_models/adapter", "data/06_models/base_model",
-                     "data/07_model_output/tuned_responses.jsonl", "data/08_reporting/loss_curve.png",
-                     "data/08_reporting/base_vs_tuned.csv",
-                     "data/08_reporting/score_histogram.png", "data/08_reporting/evaluation_report.md",
-                     "data/08_reporting/worst_and_best.csv", "data/08_reporting/exact_match_by_family.csv"):
+    for relative in ("data/01_raw/snapshots/sft/raw_datasets.json", "data/03_primary/sft/test_records.jsonl",
+                     "data/02_intermediate/sft/aligned_records.jsonl", "data/02_intermediate/sft/align_quarantine.jsonl",
+                     "data/08_reporting/sft/contamination_report.json", "data/08_reporting/sft/contamination_pairs.jsonl",
+                     "data/05_model_input/sft/train_tokens", "data/08_reporting/sft/train_mask_preview.html",
+                     "data/08_reporting/sft/train_length_histogram.png", "data/06_models/sft/adapter", "data/06_models/base_model",
+                     "data/07_model_output/sft/tuned_responses.jsonl", "data/08_reporting/sft/loss_curve.png",
+                     "data/08_reporting/sft/base_vs_tuned.csv",
+                     "data/08_reporting/sft/score_histogram.png", "data/08_reporting/sft/report.md",
+                     "data/08_reporting/sft/worst_and_best.csv", "data/08_reporting/sft/exact_match_by_family.csv"):
         assert len(versions(project, relative)) == 2, relative
-    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    adapter = project / "data/06_models/sft/adapter" / versions(project, "data/06_models/sft/adapter")[-1] / "adapter"
     assert {"adapter_model.safetensors", "prompt_template.json", "tokenizer_config.json", "training_params.json",
             "base_model.json"} <= {p.name for p in adapter.iterdir()}
-    train = latest(project, "data/03_primary/train_records.jsonl")
-    test = latest(project, "data/03_primary/test_records.jsonl")
+    train = latest(project, "data/03_primary/sft/train_records.jsonl")
+    test = latest(project, "data/03_primary/sft/test_records.jsonl")
     assert (len(train), len(test)) == (101, 14)  # the stable hash split of the first 120 demo rows
-    assert latest(project, "data/08_reporting/align_report.json")["total"]["rows_in"] == 120
-    responses = latest(project, "data/07_model_output/tuned_responses.jsonl")
+    assert latest(project, "data/08_reporting/sft/align_report.json")["total"]["rows_in"] == 120
+    responses = latest(project, "data/07_model_output/sft/tuned_responses.jsonl")
     assert {"instruction", "input", "output", "model_response"} <= set(responses[0])
 
 
@@ -110,7 +110,7 @@ def test_rerun_gives_identical_metrics_and_reuses_the_base_model(project, two_ru
     assert "Reusing materialised base model" not in first.stdout
     assert "Reusing materialised base model" in second.stdout
     assert "Reusing tokenized split" not in first.stdout and second.stdout.count("Reusing tokenized split") == 2
-    assert latest(project, "data/08_reporting/train_tokenize_stats.json")["reused"] is True
+    assert latest(project, "data/08_reporting/sft/train_tokenize_stats.json")["reused"] is True
     assert latest(project, "data/06_models/base_model_info.json")["reused"] is True
 
 
@@ -122,36 +122,38 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
     assert len(runs) == 2
     for run in runs:
         assert run.data.params["train.lora.r"] == "16"
-        assert "tuned.exact_match" in run.data.metrics and "base.exact_match" in run.data.metrics
+        assert "sft.tuned.exact_match" in run.data.metrics and "sft.base.exact_match" in run.data.metrics
         assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 6
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
-        assert "adapter/adapter_model.safetensors" in artifacts
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "sft.adapter")}
+        assert "sft.adapter/adapter_model.safetensors" in artifacts
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"loss_curve.png", "score_histogram.png", "evaluation_report.md", "train_mask_preview.html",
-                "train_length_histogram.png"} <= top
-        assert "tokenize.train.pad_fraction" in run.data.metrics and "tokenize.train.trained_tokens" in run.data.metrics
-        assert "tables/base_vs_tuned.csv" not in top and "tables/comparison_table.csv" in {
-            a.path for a in client.list_artifacts(run.info.run_id, "tables")}
-        assert "generation.tuned.responses_per_s" in run.data.metrics
-        assert run.data.metrics["align.total.rows_in"] == 120
-        assert run.data.metrics["align.datasets.demo_instructions.rows_quarantined"] == 0
-        assert run.data.metrics["contamination.test_rows_contaminated"] == 0
+        assert {"sft.loss_curve.png", "sft.score_histogram.png", "sft.train_length_histogram.png"} <= top
+        assert {"sft/report.md", "sft/train_mask_preview.html"} <= {
+            a.path for a in client.list_artifacts(run.info.run_id, "sft")}
+        metrics = run.data.metrics
+        assert "sft.tokenize.train.pad_fraction" in metrics and "sft.tokenize.train.trained_tokens" in metrics
+        assert "tables/sft.comparison_table.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "tables")}
+        assert "sft.generation.tuned.responses_per_s" in metrics
+        assert metrics["sft.align.total.rows_in"] == 120
+        assert metrics["sft.align.datasets.demo_instructions.rows_quarantined"] == 0
+        assert metrics["sft.contamination.test_rows_contaminated"] == 0
         assert run.data.tags.get("version.torch")
-        assert run.data.tags["dataset_version.train_records"] and run.data.tags["dataset_version.adapter"]
-        assert run.data.tags["dataset_version.train_tokens"] == run.data.tags["dataset_version.adapter"]
+        tags = run.data.tags
+        assert tags["dataset_version.sft.train_records"] and tags["dataset_version.sft.adapter"]
+        assert tags["dataset_version.sft.train_tokens"] == tags["dataset_version.sft.adapter"]
 
 
 def test_unreachable_judge_stops_the_run_before_training(project, tiny_model_dir):
     url = closed_port_url() + "/v1"
-    before = versions(project, "data/06_models/adapter")
+    before = versions(project, "data/06_models/sft/adapter")
     result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
                    params={"model_registry.tiny-llama.path": str(tiny_model_dir), "judge.llm.api": "openai",
                            "judge.llm.url": url, "judge.llm.model": "judge"})
     assert result.returncode != 0
     assert url in result.stdout and "unreachable" in result.stdout
-    assert versions(project, "data/06_models/adapter") == before
-    assert "Running node: train" not in result.stdout
+    assert versions(project, "data/06_models/sft/adapter") == before
+    assert "Running node: sft.train" not in result.stdout
 
 
 def test_llm_judge_scores_every_response_through_an_openai_compatible_server(project, tiny_model_dir, two_runs):
@@ -161,9 +163,9 @@ def test_llm_judge_scores_every_response_through_an_openai_compatible_server(pro
                        params={"model_registry.tiny-llama.path": str(tiny_model_dir), "judge.llm.api": "openai",
                                "judge.llm.url": base_url + "/v1", "judge.llm.model": "judge-model"})
     assert result.returncode == 0, result.stdout[-4000:]
-    judged = latest(project, "data/07_model_output/tuned_judgments.jsonl")
+    judged = latest(project, "data/07_model_output/sft/tuned_judgments.jsonl")
     assert len(judged) == 14 and all("llm_score" in row and "llm_raw" in row for row in judged)
-    summary = latest(project, "data/08_reporting/summary_metrics.json")["tuned"]
+    summary = latest(project, "data/08_reporting/sft/summary_metrics.json")["tuned"]
     assert summary["llm_total"] == 14 and summary["llm_scored"] + summary["llm_unparsable"] == 14
     assert {row["llm_score"] for row in judged} <= {85, None}
     assert len(judge.chat_requests) == 28  # base and tuned responses, each judged once
@@ -177,9 +179,9 @@ def test_the_books_data_runs_through_the_same_pipeline(project, tiny_model_dir):
                            "datasets.book.format": "alpaca", "data.datasets": "book", "data.max_rows": 0,
                            "data.split.mode": "ordered"})
     assert result.returncode == 0, result.stdout[-4000:]
-    splits = [len(latest(project, f"data/03_primary/{name}_records.jsonl")) for name in ("train", "val", "test")]
+    splits = [len(latest(project, f"data/03_primary/sft/{name}_records.jsonl")) for name in ("train", "val", "test")]
     assert splits == [935, 55, 110]
-    assert len(latest(project, "data/07_model_output/tuned_judgments.jsonl")) == 110
+    assert len(latest(project, "data/07_model_output/sft/tuned_judgments.jsonl")) == 110
 
 
 def test_packed_chatml_training_and_the_adapter_carries_its_template(project, tiny_model_dir):
@@ -187,14 +189,14 @@ def test_packed_chatml_training_and_the_adapter_carries_its_template(project, ti
               "tokenize.packing": "bfd", "tokenize.loss_on": "all"}
     result = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
     assert result.returncode == 0, result.stdout[-4000:]
-    stats = latest(project, "data/08_reporting/train_tokenize_stats.json")
+    stats = latest(project, "data/08_reporting/sft/train_tokenize_stats.json")
     assert stats["packing"] == "bfd" and stats["training_rows"] < stats["rows"] and stats["packing_efficiency"] > 0.9
-    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    adapter = project / "data/06_models/sft/adapter" / versions(project, "data/06_models/sft/adapter")[-1] / "adapter"
     saved = json.loads((adapter / "prompt_template.json").read_text())
     assert saved["template"] == "chatml" and "<|im_start|>assistant" in saved["source"]
-    assert {row["template"] for row in latest(project, "data/07_model_output/tuned_responses.jsonl")} == {"chatml"}
-    preview = (project / "data/08_reporting/train_mask_preview.html")
-    page = (preview / versions(project, "data/08_reporting/train_mask_preview.html")[-1] / preview.name).read_text()
+    assert {row["template"] for row in latest(project, "data/07_model_output/sft/tuned_responses.jsonl")} == {"chatml"}
+    preview = (project / "data/08_reporting/sft/train_mask_preview.html")
+    page = (preview / versions(project, "data/08_reporting/sft/train_mask_preview.html")[-1] / preview.name).read_text()
     # loss_on all: every token is trained except the first of each packed sample (never a target alone either)
     samples = sum(int(n) for n in re.findall(r"(\d+) sample\(s\)", page))
     page = page.split("</p>", 1)[1]  # below the legend
@@ -202,11 +204,11 @@ def test_packed_chatml_training_and_the_adapter_carries_its_template(project, ti
 
 
 def test_a_generate_template_other_than_the_training_one_fails_before_training(project, tiny_model_dir):
-    before = versions(project, "data/06_models/adapter")
+    before = versions(project, "data/06_models/sft/adapter")
     result = kedro(project, "run", "--pipeline", "sft", "--env", "test",
                    params={"model_registry.tiny-llama.path": str(tiny_model_dir), "generate.template": "chatml"})
     assert result.returncode != 0 and "differs from tokenize.template" in result.stdout
-    assert versions(project, "data/06_models/adapter") == before
+    assert versions(project, "data/06_models/sft/adapter") == before
 
 
 def test_export_merges_the_adapter_into_a_standalone_model(project, two_runs):
@@ -219,7 +221,7 @@ def test_export_merges_the_adapter_into_a_standalone_model(project, two_runs):
     assert result.returncode == 0, result.stdout[-4000:]
     merged = project / "data/06_models/merged_model" / versions(project, "data/06_models/merged_model")[-1]
     merged = merged / "merged_model"
-    adapter = project / "data/06_models/adapter" / versions(project, "data/06_models/adapter")[-1] / "adapter"
+    adapter = project / "data/06_models/sft/adapter" / versions(project, "data/06_models/sft/adapter")[-1] / "adapter"
     base = project / "data/06_models/base_model" / versions(project, "data/06_models/base_model")[-1] / "base_model"
     assert json.loads((merged / "prompt_template.json").read_text()) == json.loads(
         (adapter / "prompt_template.json").read_text())

@@ -27,7 +27,7 @@ from tests.pipelines.test_sft_e2e import kedro, scratch_project
 pytestmark = pytest.mark.e2e
 GOLDEN = Path(__file__).with_name("golden_numbers.json")
 RECORD = os.environ.get("LLM_FINETUNE_RECORD_GOLDEN") == "1"
-TRAIN_NODES = {"sft": "train", "rm": "rm.train", "dpo": "dpo.train", "pt": "pt.train"}
+TRAIN_NODES = {"sft": "sft.train", "rm": "rm.train", "dpo": "dpo.train", "pt": "pt.train"}
 
 
 def cpu_identity() -> str:
@@ -38,25 +38,29 @@ def cpu_identity() -> str:
     return "unknown"
 
 
+def preference_file(project: Path, stage: str) -> dict:
+    """80 preference rows (the right answer against another row's) in ``project``; the params that use them."""
+    raw = project / "data" / "01_raw"
+    rows = json.loads(DEMO_DATA.read_text())[:80]
+    pairs = [{"instruction": row["instruction"], "input": row["input"], "output": row["output"],
+              "chosen": row["output"], "rejected": "No. " + rows[(i + 7) % len(rows)]["output"]}
+             for i, row in enumerate(rows)]
+    (raw / "prefs.json").write_text(json.dumps(pairs))
+    return {"datasets.prefs.path": str(raw / "prefs.json"), "datasets.prefs.format": "alpaca",
+            "datasets.prefs.ranking": "true", f"{stage}_data.datasets": "prefs", f"{stage}_data.split.mode": "ordered"}
+
+
 def _stage_project(tmp_path_factory, stage: str) -> tuple[Path, dict]:
     root = scratch_project(tmp_path_factory, f"golden-{stage}")
     raw = root / "data" / "01_raw"
-    params: dict = {}
     if stage == "sft":
         shutil.copy(DEMO_DATA, raw)
-    elif stage == "pt":
+        return root, {}
+    if stage == "pt":
         lines = (REPO / "data" / "01_raw" / "demo_text.jsonl").read_text().splitlines()[:120]
         (raw / "demo_text.jsonl").write_text("\n".join(lines) + "\n")
-    else:
-        rows = json.loads(DEMO_DATA.read_text())[:80]
-        pairs = [{"instruction": row["instruction"], "input": row["input"], "output": row["output"],
-                  "chosen": row["output"], "rejected": "No. " + rows[(i + 7) % len(rows)]["output"]}
-                 for i, row in enumerate(rows)]
-        (raw / "prefs.json").write_text(json.dumps(pairs))
-        params = {"datasets.prefs.path": str(raw / "prefs.json"), "datasets.prefs.format": "alpaca",
-                  "datasets.prefs.ranking": "true", f"{stage}_data.datasets": "prefs",
-                  f"{stage}_data.split.mode": "ordered"}
-    return root, params
+        return root, {}
+    return root, preference_file(root, stage)
 
 
 def _single(project: Path, pattern: str) -> Path:

@@ -15,6 +15,7 @@ from kedro_datasets._typing import TablePreview
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 
 from llm_finetune.data.sources import parse_json_lines
+from llm_finetune.io.paths import load_path
 
 
 class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
@@ -59,11 +60,8 @@ class JSONLinesDataset(AbstractVersionedDataset[list[dict], list[dict]]):
                 "data": [[_cell(row.get(column)) for column in columns] for row in rows]}
 
     def _exists(self) -> bool:
-        try:
-            path = self._get_load_path()
-        except DatasetError:
-            return False
-        return Path(get_filepath_str(path, "file")).is_file()
+        path = load_path(self)
+        return path is not None and path.is_file()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version}

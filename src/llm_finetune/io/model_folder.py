@@ -21,6 +21,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
 
+from llm_finetune.io.paths import load_path
 from llm_finetune.models.materialize import link_tree
 
 
@@ -98,11 +99,8 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
             raise DatasetError(f"Model folder {folder} lacks {', '.join(missing)}")
 
     def _exists(self) -> bool:
-        try:
-            path = self._get_load_path()
-        except DatasetError:
-            return False
-        return Path(get_filepath_str(path, "file")).is_dir()
+        path = load_path(self)
+        return path is not None and path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "version": self._version, "required_files": self._required}

@@ -1,4 +1,4 @@
-"""Wiring of the ``data`` pipeline."""
+"""Wiring of the ``data`` pipeline, in a stage's namespace (``sft.train_records``, ``rm.train_records``, ...)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -7,7 +7,13 @@ from llm_finetune.pipelines.data.nodes import (
 )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def data_params(stage: str) -> str:
+    """The parameters block of a stage's data: ``data`` for sft, ``<stage>_data`` for the others."""
+    return "params:data" if stage == "sft" else f"params:{stage}_data"
+
+
+def create_pipeline(stage: str = "sft", **kwargs) -> Pipeline:
+    block = data_params(stage)
     return pipeline([
         node(resolve_dataset_plan, ["params:data", "params:datasets"], "dataset_plan", name="resolve_datasets"),
         node(download_raw_data, ["dataset_plan", "params:data.cache_dir"], "raw_datasets", name="download"),
@@ -17,12 +23,6 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["split_train_records", "val_records", "test_records"], name="split"),
         node(check_contamination, ["split_train_records", "val_records", "test_records", "params:data.contamination"],
              ["train_records", "contamination_report", "contamination_pairs"], name="check_contamination"),
-    ])
-
-
-def create_stage_pipeline(stage: str) -> Pipeline:
-    """The data pipeline in ``stage``'s namespace (``rm.train_records``, ...), configured by ``<stage>_data``."""
-    block = f"params:{stage}_data"
-    return pipeline(create_pipeline(), namespace=stage, parameters={
+    ], namespace=stage, parameters={
         "params:data": block, "params:data.cache_dir": f"{block}.cache_dir", "params:data.split": f"{block}.split",
         "params:data.contamination": f"{block}.contamination", "params:datasets": "params:datasets"})

@@ -1,18 +1,17 @@
-"""Wiring of a stage's front: namespaced data -> preflight -> base model (-> pair tokenization for rm / dpo)."""
+"""Wiring of the rm / dpo / pt stages' front: preflight -> base model (-> pair tokenization for rm / dpo)."""
 
 from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from llm_finetune.models.materialize import prepare_base_model
-from llm_finetune.pipelines.data.pipeline import create_stage_pipeline
 from llm_finetune.pipelines.stages.nodes import STAGE_KINDS, stage_preflight, tokenize_pair_split
 
 SPLITS = ("train", "val", "test")
 
 
 def create_pipeline(stage: str) -> Pipeline:
-    """Data in the ``stage`` namespace, its preflight and the base model; preference stages add pair tokens.
+    """The ``stage``'s preflight and the base model; preference stages add pair tokens (its data: ``data``).
 
     Inside the namespace: ``<stage>.preflight_report`` and ``<stage>.{train,val,test}_pairs``;
     the base model, its cache and the model / tokenize parameters are shared with ``sft``.
@@ -30,4 +29,4 @@ def create_pipeline(stage: str) -> Pipeline:
                        name=f"tokenize_{split}_pairs") for split in SPLITS]
     front = pipeline(nodes, namespace=stage, inputs={"base_model_cache"}, outputs={"base_model", "base_model_info"},
                      parameters={"params:model", "params:model_registry", "params:tokenize", f"params:{stage}"})
-    return create_stage_pipeline(stage) + front
+    return front
