@@ -86,8 +86,13 @@ def child_ours(data: Path, work: Path, extras: bool) -> dict:
     """Our nodes, as the data pipeline chains them; with ``extras`` the JSON-lines write and contamination."""
     started = time.perf_counter()
     from llm_finetune.io import JSONLinesDataset
-    from llm_finetune.pipelines.data.nodes import (align_records, check_contamination, download_raw_data,
-                                                   resolve_dataset_plan, split_dataset)
+    from llm_finetune.pipelines.data.nodes import (
+        align_records,
+        check_contamination,
+        download_raw_data,
+        resolve_dataset_plan,
+        split_dataset,
+    )
     out = {"import_s": time.perf_counter() - started, "rss_after_import_mb": memory_mb()}
     t = [mark()]
     plan = resolve_dataset_plan(DATA_PARAMS, {"bench": {"path": str(data), "format": "alpaca"}})

@@ -38,8 +38,8 @@ from llm_finetune.evaluation.generation import generate_responses
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.registry import ModelSpec
-from llm_finetune.tokens.templates import load_template
 from llm_finetune.tokens.conversations import encode_prompts
+from llm_finetune.tokens.templates import load_template
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"

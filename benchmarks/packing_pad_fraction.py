@@ -15,9 +15,9 @@ from pathlib import Path
 from llm_finetune.data.formats import align_alpaca, columns_for, tags_for
 from llm_finetune.data.split import split_records
 from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
 from llm_finetune.tokens.packing import pack_rows, padding_stats
 from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "data" / "real" / "book_instruction_data.json"

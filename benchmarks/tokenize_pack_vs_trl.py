@@ -107,9 +107,9 @@ def child_ours(config: dict, records: list, folder: str, work: Path) -> dict:
     """``tokenize_records`` + ``pack_rows``, timed after a warm-up on 8 records."""
     from transformers import AutoTokenizer
 
+    from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
     from llm_finetune.tokens.packing import pack_rows
     from llm_finetune.tokens.templates import load_template
-    from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     settings = TokenizeSettings(template=load_template("chatml"), cutoff_len=CAPACITY, loss_on="assistant",

@@ -71,8 +71,8 @@ def prepare(path: Path) -> dict:
 
     from llm_finetune.data.formats import align_alpaca, columns_for, tags_for
     from llm_finetune.data.split import split_records
-    from llm_finetune.tokens.templates import load_template, render_pieces
     from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
+    from llm_finetune.tokens.templates import load_template, render_pieces
 
     rows = json.loads(DATA.read_text(encoding="utf-8"))
     records = [align_alpaca(row, columns_for("alpaca", None), tags_for("alpaca", None)) | {"meta": {"row": i}}

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from llm_finetune.models.loading import load_causal_lm
-from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
-from llm_finetune.training.callbacks import peak_gemm_flops
-from tests.conftest import train_lm as train_model
 from llm_finetune.models.tuning import prepare_model
+from llm_finetune.tokens.conversations import TokenizeSettings, tokenize_records
+from llm_finetune.tokens.templates import load_template
+from llm_finetune.training.callbacks import peak_gemm_flops
 from tests.conftest import DEMO_DATA, alpaca_record
+from tests.conftest import train_lm as train_model
 
 PARAMS = {"seed": 5, "precision": "fp32", "epochs": 1, "max_steps": 6, "batch_size": 4,
           "gradient_accumulation_steps": 1, "learning_rate": 5e-3, "weight_decay": 0.0, "lr_scheduler": "constant",

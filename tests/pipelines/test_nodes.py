@@ -5,14 +5,18 @@ import json
 import pytest
 
 from llm_finetune.evaluation.judging import JudgeEndpointError
+from llm_finetune.hooks import flatten_metrics
+from llm_finetune.models.materialize import prepare_base_model
 from llm_finetune.pipelines.data.nodes import (
-    align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
+    align_records,
+    check_contamination,
+    download_raw_data,
+    resolve_dataset_plan,
+    split_dataset,
 )
 from llm_finetune.pipelines.evaluation.nodes import build_report, generate_tuned_responses, judge_responses, plot_report
-from llm_finetune.models.materialize import prepare_base_model
 from llm_finetune.pipelines.sft.nodes import preflight_checks
 from llm_finetune.pipelines.tokenize.nodes import tokenize_split
-from llm_finetune.hooks import flatten_metrics
 from tests.conftest import DEMO_DATA, alpaca_record
 from tests.evaluation.judging.fake_servers import closed_port_url
 
@@ -86,11 +90,11 @@ def test_prepare_tokenize_and_generate_with_the_adapter_template(tiny_model_dir,
     records = [alpaca_record("Say hi", "hi", family="greet", verifiable=True)]
     params = {"template": "tokenizer", "cutoff_len": 64, "loss_on": "assistant", "truncation": "drop",
               "packing": "none"}
-    tokens, quarantined, stats = tokenize_split(records, folder, params, 4, tmp_path / "token_cache")
+    tokens, quarantined, stats = tokenize_split(records, folder, params, {"batch_size": 4}, tmp_path / "token_cache")
     assert stats["rows"] == 1 and not quarantined and stats["reused"] is False
-    again = tokenize_split(records, folder, params, 4, tmp_path / "token_cache")
+    again = tokenize_split(records, folder, params, {"batch_size": 4}, tmp_path / "token_cache")
     assert again[0] == tokens and again[2]["reused"] is True
-    assert tokenize_split(records, folder, params | {"cutoff_len": 63}, 4, tmp_path / "token_cache")[0] != tokens
+    assert tokenize_split(records, folder, params | {"cutoff_len": 63}, {"batch_size": 4}, tmp_path / "token_cache")[0] != tokens
     adapter = tmp_path / "adapter"
     _save_untrained_adapter(folder, adapter, template="tokenizer")
     responses, timing = generate_tuned_responses(records, folder, adapter, {"batch_size": 4, "max_new_tokens": 4,
@@ -103,8 +107,8 @@ def _save_untrained_adapter(base, folder, template):
     from peft import get_peft_model
 
     from llm_finetune.models.loading import load_causal_lm, load_tokenizer
-    from llm_finetune.tokens.settings import saved_template
     from llm_finetune.models.tuning import lora_config
+    from llm_finetune.tokens.settings import saved_template
 
     model = get_peft_model(load_causal_lm(base), lora_config({"r": 2, "alpha": 4, "dropout": 0.0,
                                                               "target_modules": "all-linear"}))

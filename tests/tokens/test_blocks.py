@@ -14,7 +14,11 @@ import yaml
 from llm_finetune.io import ModelBundle
 from llm_finetune.pipelines.pt.nodes import pack_blocks, perplexity_after, perplexity_before, train_pt_adapter
 from llm_finetune.tokens.blocks import (
-    BlockSettings, adds_bos, check_block_settings, document_ids, make_blocks,
+    BlockSettings,
+    adds_bos,
+    check_block_settings,
+    document_ids,
+    make_blocks,
 )
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.training.objectives.language_model import perplexity

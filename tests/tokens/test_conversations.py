@@ -2,8 +2,14 @@
 
 import pytest
 
+from llm_finetune.tokens.conversations import (
+    IGNORE_INDEX,
+    TokenizeSettings,
+    encode_prompts,
+    token_stats,
+    tokenize_records,
+)
 from llm_finetune.tokens.templates import TOKENIZER, load_template, render_pieces
-from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings, encode_prompts, token_stats, tokenize_records
 from tests.conftest import alpaca_record
 
 MULTI = {"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"},

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from llm_finetune.tokens.packing import PadCollator, pack_rows, padding_stats
 from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.tokens.packing import PadCollator, pack_rows, padding_stats
 
 
 def sample(length, start, trained_from=2):

@@ -1,8 +1,8 @@
 """Preference pairs tokenize like SFT rows: same prompt tokens on both sides, labels on the answer only."""
 
+from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings
 from llm_finetune.tokens.pairs import tokenize_pairs
 from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings
 
 
 def pair(prompt: str, chosen: str, rejected: str, row: int) -> dict:

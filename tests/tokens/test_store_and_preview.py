@@ -1,9 +1,9 @@
 """The tokenized-split cache and the token-mask page."""
 
+from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.tokens.packing import pack_rows
 from llm_finetune.tokens.preview import length_histogram, mask_preview_html, samples_of
 from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
-from llm_finetune.tokens.conversations import IGNORE_INDEX
 
 ROWS = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]}]
 

@@ -6,8 +6,18 @@ import pytest
 
 from llm_finetune.data.formats import align_sharegpt, columns_for, tags_for
 from llm_finetune.tokens.templates import (
-    ALPACA_HEADER, TOKENIZER, ChatTemplate, TemplateError, alpaca_input, available_templates, check_template,
-    load_template, render_pieces, render_prompt, stop_strings, template_from_saved,
+    ALPACA_HEADER,
+    TOKENIZER,
+    ChatTemplate,
+    TemplateError,
+    alpaca_input,
+    available_templates,
+    check_template,
+    load_template,
+    render_pieces,
+    render_prompt,
+    stop_strings,
+    template_from_saved,
 )
 from tests.conftest import alpaca_record, real_data
 

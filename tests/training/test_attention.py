@@ -3,8 +3,8 @@
 import torch
 from transformers import LlamaForCausalLM
 
-from llm_finetune.training.attention import SDPA_FP32, training_attention, use_training_attention
 from llm_finetune.tokens.packing import PadCollator, pack_rows
+from llm_finetune.training.attention import SDPA_FP32, training_attention, use_training_attention
 from tests.training.test_numerics import rows
 
 

@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
+from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings, tokenize_records
 from llm_finetune.tokens.packing import PadCollator
 from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings, tokenize_records
-from tests.conftest import train_lm as train_model
 from tests.conftest import DEMO_DATA, alpaca_record
+from tests.conftest import train_lm as train_model
 
 PARAMS = {"seed": 7, "precision": "fp32", "epochs": 1, "max_steps": 30, "batch_size": 4,
           "gradient_accumulation_steps": 1, "learning_rate": 5e-3, "weight_decay": 0.0, "lr_scheduler": "constant",

@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from llm_finetune.tokens.templates import load_template
 from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings, tokenize_records
-from tests.conftest import train_lm as train_model
+from llm_finetune.tokens.templates import load_template
 from tests.conftest import alpaca_record
+from tests.conftest import train_lm as train_model
 
 PARAMS = {"seed": 3, "precision": "fp32", "epochs": 1, "max_steps": 1, "learning_rate": 1e-3, "weight_decay": 0.0,
           "lr_scheduler": "constant", "warmup_steps": 0, "max_grad_norm": 0.0, "group_by_length": False,

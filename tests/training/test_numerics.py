@@ -2,11 +2,11 @@
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import Gemma3TextConfig, Gemma3ForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, GPT2Config, GPT2LMHeadModel, LlamaForCausalLM
 
-from llm_finetune.training.numerics import supports_trained_token_loss, trained_token_loss
-from llm_finetune.tokens.packing import PadCollator, pack_rows
 from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.tokens.packing import PadCollator, pack_rows
+from llm_finetune.training.numerics import supports_trained_token_loss, trained_token_loss
 
 LORA = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
 

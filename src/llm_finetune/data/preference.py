@@ -18,9 +18,19 @@ training signal) and marked ``meta.identical_pair`` so the report can count it.
 from __future__ import annotations
 
 from llm_finetune.data.formats import (
-    ANSWER_ROLES, ASSISTANT, PROMPT_ROLES, USER, RowDefect, _history, check_conversation, map_turns,
-    meta_of, text_field, tools_field,
+    ANSWER_ROLES,
+    ASSISTANT,
+    PROMPT_ROLES,
+    USER,
+    RowDefect,
+    _history,
+    check_conversation,
+    map_turns,
+    meta_of,
+    text_field,
+    tools_field,
 )
+
 
 def _pair(prompt: list[dict], chosen: dict, rejected: dict, system, tools, meta: dict, field: str) -> dict:
     check_conversation(prompt, field, final_answer=False)

@@ -11,8 +11,8 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kedro_datasets._typing import TablePreview
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, get_filepath_str, get_protocol_and_path
+from kedro_datasets._typing import TablePreview
 
 from llm_finetune.data.sources import parse_json_lines
 from llm_finetune.io.paths import load_path

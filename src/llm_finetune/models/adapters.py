@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+
 @dataclass
 class LoraFolder:
     """A LoRA adapter as tensors and a peft ``LoraConfig``, saved like ``PeftModel.save_pretrained``."""

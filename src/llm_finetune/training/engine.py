@@ -37,11 +37,10 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from llm_finetune.models.precision import resolve_precision
+from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.training.attention import set_attention, use_training_attention
 from llm_finetune.training.batching import ShuffledLengthGroupedSampler
 from llm_finetune.training.callbacks import EarlyStopping, MlflowSteps, Throughput, loss_history, peak_gemm_flops
-from llm_finetune.models.precision import compute_context
 from llm_finetune.training.objectives import Objective
 from llm_finetune.training.settings import TrainSettings
 

@@ -9,21 +9,27 @@ from pathlib import Path
 import pytest
 import torch
 
+from llm_finetune.io import ModelBundle
 from llm_finetune.models.adapters import stacked_adapter
+from llm_finetune.models.loading import load_causal_lm
+from llm_finetune.pipelines.dpo.nodes import reference_logps, train_dpo
+from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings
+from llm_finetune.tokens.pairs import tokenize_pairs
+from llm_finetune.tokens.settings import saved_template
+from llm_finetune.tokens.templates import load_template
 from llm_finetune.training.engine import fit
 from llm_finetune.training.numerics import sequence_logps
 from llm_finetune.training.objectives.dpo import (
-    LossSettings, PreferenceObjective, build_policy, pair_logps, pair_metrics, preference_loss, preference_report,
+    LossSettings,
+    PreferenceObjective,
+    build_policy,
+    pair_logps,
+    pair_metrics,
+    preference_loss,
+    preference_report,
     with_reference,
 )
 from llm_finetune.training.settings import train_settings
-from llm_finetune.io import ModelBundle
-from llm_finetune.models.loading import load_causal_lm
-from llm_finetune.pipelines.dpo.nodes import reference_logps, train_dpo
-from llm_finetune.tokens.settings import saved_template
-from llm_finetune.tokens.pairs import tokenize_pairs
-from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import IGNORE_INDEX, TokenizeSettings
 from tests.conftest import DEMO_DATA
 
 TOKENIZE = {"template": "alpaca", "template_dir": None, "cutoff_len": 256, "loss_on": "last_assistant",

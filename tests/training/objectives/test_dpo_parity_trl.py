@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.training.numerics import sequence_logps
 from llm_finetune.training.objectives.dpo import LossSettings, batch_loss, build_policy, collate_pairs, pair_logps
-from llm_finetune.tokens.conversations import IGNORE_INDEX
-from tests.training.objectives.test_dpo import LORA, PARAMS, perturb_lora, preference_pairs
+from tests.training.objectives.test_dpo import LORA, perturb_lora, preference_pairs
 
 trl = pytest.importorskip("trl", minversion="1.16")
 TOLERANCE = 1e-4

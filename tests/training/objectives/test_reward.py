@@ -7,19 +7,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_finetune.io import ModelBundle
 from llm_finetune.evaluation.judging.reward_judge import (
-    add_reward_scores, check_reward_judge, resolve_reward_model, score, score_records,
+    add_reward_scores,
+    check_reward_judge,
+    resolve_reward_model,
+    score,
+    score_records,
 )
 from llm_finetune.evaluation.judging.run import check_judges, normalize_rows, run_judges
-from llm_finetune.pipelines.rm.nodes import evaluate_rm, train_rm
-from llm_finetune.tokens.pairs import tokenize_pairs
+from llm_finetune.io import ModelBundle
 from llm_finetune.models.reward import load_reward_model, prepare_reward_model, sequence_rewards
+from llm_finetune.pipelines.rm.nodes import evaluate_rm, train_rm
+from llm_finetune.tokens.conversations import TokenizeSettings
+from llm_finetune.tokens.pairs import tokenize_pairs
+from llm_finetune.tokens.templates import load_template
 from llm_finetune.training.engine import fit
 from llm_finetune.training.objectives.reward import PairCollator, RewardObjective, pairwise_loss, ranking_report
 from llm_finetune.training.settings import train_settings
-from llm_finetune.tokens.templates import load_template
-from llm_finetune.tokens.conversations import TokenizeSettings
 from tests.conftest import DEMO_DATA
 
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}

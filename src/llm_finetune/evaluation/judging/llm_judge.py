@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import httpx
-
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,9 @@ import json
 import logging
 from pathlib import Path
 
-from llm_finetune.models.precision import resolve_precision
+from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.reward import load_reward_model, pad_sequences, sequence_rewards
 from llm_finetune.tokens.packing import in_length_order
-from llm_finetune.models.precision import compute_context
 
 logger = logging.getLogger(__name__)
 LATEST_ROOT = Path("data/06_models/rm/reward_model")
@@ -33,8 +32,8 @@ OPTIONS = {"path", "batch_size", "precision"}
 def scoring_settings(folder: Path, tokenizer):
     """How the reward model's inputs are tokenized: its saved template and cutoff (our RMs), else the
     tokenizer's chat template (a reward model from elsewhere)."""
-    from llm_finetune.tokens.templates import TOKENIZER, template_from_saved
     from llm_finetune.tokens.conversations import TokenizeSettings
+    from llm_finetune.tokens.templates import TOKENIZER, template_from_saved
 
     saved_file = Path(folder) / "prompt_template.json"
     if saved_file.is_file():

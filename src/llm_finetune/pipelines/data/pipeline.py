@@ -3,7 +3,11 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from llm_finetune.pipelines.data.nodes import (
-    align_records, check_contamination, download_raw_data, resolve_dataset_plan, split_dataset,
+    align_records,
+    check_contamination,
+    download_raw_data,
+    resolve_dataset_plan,
+    split_dataset,
 )
 
 

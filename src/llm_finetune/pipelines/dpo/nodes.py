@@ -22,7 +22,13 @@ from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template
 from llm_finetune.training.objectives.dpo import (
-    PAIR_KEYS, LossSettings, PreferenceObjective, build_policy, pair_logps, preference_report, with_reference,
+    PAIR_KEYS,
+    LossSettings,
+    PreferenceObjective,
+    build_policy,
+    pair_logps,
+    preference_report,
+    with_reference,
 )
 from llm_finetune.training.settings import TrainSettings, train_settings
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import torch
 
+from llm_finetune.data.sources import read_source
 from llm_finetune.evaluation import reporting
 from llm_finetune.evaluation.generation import Decoding, generate_responses
-from llm_finetune.data.sources import read_source
 from llm_finetune.evaluation.judging.run import check_judges, normalize_rows, run_judges
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
-from llm_finetune.models.precision import resolve_precision
 from llm_finetune.models.materialize import materialize
+from llm_finetune.models.precision import resolve_precision
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.tokens.settings import TEMPLATE_FILE
 from llm_finetune.tokens.templates import alpaca_input, load_template, stop_strings, template_from_saved

@@ -2,7 +2,13 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from llm_finetune.pipelines.pt.nodes import pack_blocks, perplexity_after, perplexity_before, pt_metrics, train_pt_adapter
+from llm_finetune.pipelines.pt.nodes import (
+    pack_blocks,
+    perplexity_after,
+    perplexity_before,
+    pt_metrics,
+    train_pt_adapter,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -6,14 +6,17 @@ import logging
 from pathlib import Path
 
 from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.tokens.conversations import token_stats, tokenize_records
 from llm_finetune.tokens.packing import pack_rows, padding_stats
 from llm_finetune.tokens.preview import length_histogram, mask_preview_html
-from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
-from llm_finetune.tokens.conversations import token_stats, tokenize_records
 from llm_finetune.tokens.settings import settings_from_params
+from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
+from llm_finetune.training.settings import train_settings
 
 logger = logging.getLogger(__name__)
-def tokenize_split(records: list[dict], base_model: Path, params: dict, batch_size: int,
+
+
+def tokenize_split(records: list[dict], base_model: Path, params: dict, train_params: dict,
                    cache_dir: Path) -> tuple[Path, list[dict], dict]:
     """Tokenize and pack one split (``tokenize.*``), reusing the cached result of identical settings.
 
@@ -32,6 +35,7 @@ def tokenize_split(records: list[dict], base_model: Path, params: dict, batch_si
     packed = pack_rows(rows, params["packing"], settings.cutoff_len)
     stats = token_stats(rows, quarantined) | {"packing": params["packing"], "training_rows": len(packed),
                                               "cache_key": key}
+    batch_size = train_settings(train_params, "train").batch_size  # the pad fraction of the batches training will see
     stats |= padding_stats([len(r["input_ids"]) for r in packed], batch_size, settings.cutoff_len)
     logger.info("Tokenized %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
     return store(cache_dir, key, packed, quarantined, stats), quarantined, stats | {"reused": False}

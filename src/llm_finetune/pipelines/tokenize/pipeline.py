@@ -7,10 +7,9 @@ from llm_finetune.pipelines.tokenize.nodes import preview_masks, tokenize_split
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline([
-        *[node(tokenize_split, [f"{split}_records", "base_model", "params:tokenize", "params:train.batch_size",
-                                "token_cache"],
+        *[node(tokenize_split, [f"{split}_records", "base_model", "params:tokenize", "params:train", "token_cache"],
                [f"{split}_tokens", f"{split}_tokenize_quarantine", f"{split}_tokenize_stats"],
                name=f"tokenize_{split}") for split in ("train", "val")],
         node(preview_masks, ["train_tokens", "base_model", "params:tokenize"],
              ["train_mask_preview", "train_length_histogram"], name="preview_masks"),
-    ], namespace="sft", inputs={"base_model", "token_cache"}, parameters={"params:tokenize", "params:train.batch_size"})
+    ], namespace="sft", inputs={"base_model", "token_cache"}, parameters={"params:tokenize", "params:train"})

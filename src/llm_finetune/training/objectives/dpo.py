@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.tokens.packing import PadCollator, in_length_order
 from llm_finetune.training.numerics import sequence_logps
-from llm_finetune.models.precision import compute_context
 from llm_finetune.training.objectives import Objective
 
 logger = logging.getLogger(__name__)

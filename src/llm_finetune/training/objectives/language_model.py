@@ -24,13 +24,11 @@ from pathlib import Path
 import torch
 
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
-
-from llm_finetune.models.precision import resolve_precision
+from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.tuning import prepare_model
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.tokens.packing import PadCollator, in_length_order
 from llm_finetune.training.numerics import sequence_logps, trained_token_loss
-from llm_finetune.models.precision import compute_context
 from llm_finetune.training.objectives import Objective
 
 logger = logging.getLogger(__name__)

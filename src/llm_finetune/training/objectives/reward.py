@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from llm_finetune.models.precision import compute_context
 from llm_finetune.models.reward import pad_sequences, prepare_reward_model, sequence_rewards
 from llm_finetune.tokens.packing import in_length_order
-from llm_finetune.models.precision import compute_context
 from llm_finetune.training.objectives import Objective
 
 RANKING_METRICS = ("accuracy", "mean_margin", "mean_chosen_reward", "mean_rejected_reward")
