@@ -27,3 +27,16 @@ def test_every_parameter_input_exists_in_the_base_configuration(name, base_param
                 break
             node = node[part]
     assert missing == [], f"pipeline {name} reads parameters that conf/base does not define"
+
+
+@pytest.mark.parametrize("where", ["train", "rm.train", "dpo.train", "pt.train"])
+def test_every_stages_training_block_is_valid_and_states_only_what_differs(where, base_parameters):
+    from llm_finetune.training.settings import TrainSettings, train_settings
+
+    block = base_parameters
+    for part in where.split("."):
+        block = block[part]
+    settings = train_settings(block, where)
+    defaults = TrainSettings().as_params()
+    assert block and all(settings.as_params()[key] != defaults[key] for key in block), (
+        f"{where} repeats a default: {[key for key in block if settings.as_params()[key] == defaults[key]]}")
