@@ -93,12 +93,15 @@ def test_every_preference_layout_aligns_to_prompt_chosen_rejected(fmt, spec, row
     assert record["chosen"]["role"] == record["rejected"]["role"] == "assistant"
 
 
-def test_identical_pairs_are_kept_and_counted():
+def test_identical_pairs_are_quarantined_and_counted():
+    """A tie carries no preference: it must not reach rm / dpo training (it did before: kept and only counted)."""
     rows = [{"instruction": "a", "chosen": "same", "rejected": "same"}, {"instruction": "b", "chosen": "x",
                                                                          "rejected": "y"}]
     aligned, quarantined = align(rows, "alpaca", ranking=True)
-    report = alignment_report("ds", 2, aligned, quarantined, max_share=0.0)
-    assert report["identical_pairs"] == 1 and report["rows_kept"] == 2
+    assert [r["chosen"]["content"] for r in aligned] == ["x"]
+    assert [(q["row"], q["field"], q["reason"]) for q in quarantined] == [(0, "rejected", "chosen equals rejected")]
+    report = alignment_report("ds", 2, aligned, quarantined, max_share=0.5)
+    assert report["identical_pairs"] == 1 and report["rows_kept"] == 1 and report["rows_quarantined"] == 1
 
 
 def test_bad_rows_are_quarantined_with_row_field_and_reason():

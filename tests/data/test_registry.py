@@ -83,7 +83,8 @@ def test_the_shipped_registry_resolves_the_demo_data():
 ])
 def test_every_real_file_aligns_through_the_registries_with_nothing_quarantined(name, rows, kind, tmp_path):
     """The book's files through datasets.yml (URL entries, served from the sha256 cache), LLaMA-Factory's
-    three demo files through its own dataset_info.json, unchanged."""
+    three demo files through its own dataset_info.json, unchanged. The book's preference file holds 6
+    pairs whose chosen equals rejected: those, and only those, are quarantined."""
     info = real_data("dataset_info.json")
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -93,13 +94,14 @@ def test_every_real_file_aligns_through_the_registries_with_nothing_quarantined(
         file_name = entry.get("url", "").rsplit("/", 1)[-1]
         if file_name in upstream:
             shutil.copy(REAL_DATA / upstream[file_name], cache / entry["sha256"])
-    data = {"datasets": [name], "dataset_info": str(info), "max_quarantine_share": 0.0, "mix": {}}
+    ties = {"book_preferences": 6}.get(name, 0)
+    data = {"datasets": [name], "dataset_info": str(info), "max_quarantine_share": 0.01, "mix": {}}
     plan = resolve_dataset_plan(data, OWN_REGISTRY)
     raw = download_raw_data(plan, str(cache))
     records, quarantined, report = align_records(raw, plan, data)
-    assert quarantined == [] and len(records) == rows
-    assert {k: v for k, v in report["total"].items() if k != "identical_pairs"} == {
-        "rows_in": rows, "rows_kept": rows, "rows_quarantined": 0, "rows_mixed": rows, "kind": kind}
+    assert [q["reason"] for q in quarantined] == ["chosen equals rejected"] * ties and len(records) == rows - ties
+    assert report["total"] == {"rows_in": rows, "rows_kept": rows - ties, "rows_quarantined": ties,
+                               "identical_pairs": ties, "rows_mixed": rows - ties, "kind": kind}
     source = plan[0]["source"]
     original = cache / source["sha256"] if "url" in source else info.parent / source["path"]
     assert len(json.loads(original.read_text())) == rows

@@ -128,7 +128,7 @@ def alignment_report(name: str, n_in: int, aligned: list[dict], quarantined: lis
     reasons = dict(Counter(item["reason"] for item in quarantined))
     report = {"rows_in": n_in, "rows_kept": len(aligned), "rows_quarantined": len(quarantined),
               "quarantined_by_reason": reasons,
-              "identical_pairs": sum(bool(r["meta"].get("identical_pair")) for r in aligned)}
+              "identical_pairs": reasons.get(preference.IDENTICAL_PAIR, 0)}
     logger.info("Align %s: %d in, %d kept, %d quarantined %s", name, n_in, len(aligned), len(quarantined), reasons)
     if n_in != len(aligned) + len(quarantined):
         raise AssertionError(f"Align {name}: {n_in} rows in but {len(aligned)} + {len(quarantined)} accounted for")

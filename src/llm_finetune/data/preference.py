@@ -11,8 +11,9 @@ from every layout we have met:
   implicit (the shared prefix of chosen and rejected) when there is no prompt column;
 * ``medicalgpt``: MedicalGPT's system / history / question / response_chosen / response_rejected.
 
-A pair whose chosen and rejected answers are identical is kept (it is valid data, with no
-training signal) and marked ``meta.identical_pair`` so the report can count it.
+A pair whose chosen and rejected answers are identical is quarantined (reason
+:data:`IDENTICAL_PAIR`, counted as ``identical_pairs`` in the align report): it carries no preference,
+and a reward model or DPO would train on a tie as if it were a preference.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from llm_finetune.data.formats import (
     tools_field,
 )
 
+IDENTICAL_PAIR = "chosen equals rejected"
+
 
 def _pair(prompt: list[dict], chosen: dict, rejected: dict, system, tools, meta: dict, field: str) -> dict:
     check_conversation(prompt, field, final_answer=False)
@@ -39,7 +42,8 @@ def _pair(prompt: list[dict], chosen: dict, rejected: dict, system, tools, meta:
     for name, answer in (("chosen", chosen), ("rejected", rejected)):
         if answer["role"] not in ANSWER_ROLES:
             raise RowDefect(name, "answer is not from the assistant", f"role {answer['role']!r}")
-    meta = meta | ({"identical_pair": True} if chosen["content"] == rejected["content"] else {})
+    if chosen["content"] == rejected["content"]:
+        raise RowDefect("rejected", IDENTICAL_PAIR, "the chosen and rejected answers are the same text")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "system": system or None,
             "tools": tools, "meta": meta}
 
