@@ -50,3 +50,52 @@ def test_cache_and_credentials_datasets(tmp_path):
     creds = CredentialsDataset({"api_key": "sk-secret"})
     assert creds.load() == {"api_key": "sk-secret"}
     assert "sk-secret" not in str(creds._describe())
+
+
+class CrashingSavable:
+    """Writes part of its weights, then fails: a run killed or out of disk in the middle of a save."""
+
+    def save_pretrained(self, folder):
+        (folder / "adapter_model.safetensors").write_text("half of the weights")
+        raise OSError("No space left on device")
+
+
+def test_a_failed_save_leaves_no_version_to_load(tmp_path):
+    """Before, the bundle was written straight into the version folder: the half-written folder became
+    the latest version, loadable by the next run."""
+    dataset = ModelFolderDataset(str(tmp_path / "adapter"), required_files=["prompt_template.json"], weights=True,
+                                 version=Version(None, None))
+    with pytest.raises(DatasetError, match="No space left"):  # kedro wraps the OSError
+        dataset.save(ModelBundle(model=CrashingSavable(), files={"prompt_template.json": "{}"}))
+    assert not dataset.exists()
+    assert list((tmp_path / "adapter").rglob("*.safetensors")) == []
+    with pytest.raises(DatasetError):
+        ModelFolderDataset(str(tmp_path / "adapter"), version=Version(None, None)).load()
+
+
+def test_weights_are_required_where_the_catalog_asks_for_them(tmp_path):
+    dataset = ModelFolderDataset(str(tmp_path / "adapter"), required_files=["prompt_template.json"], weights=True,
+                                 version=Version(None, None))
+    with pytest.raises(DatasetError, match=r"lacks weights \(one of adapter_model.safetensors"):
+        dataset.save(ModelBundle(files={"prompt_template.json": "{}"}))
+    assert not dataset.exists()
+    dataset.save(ModelBundle(model=FakeSavable("model.safetensors"), files={"prompt_template.json": "{}"}))
+    assert (dataset.load() / "model.safetensors").is_file()
+
+
+def test_a_sharded_checkpoint_is_accepted_with_every_shard_its_index_names(tmp_path):
+    import json
+
+    source = tmp_path / "sharded"
+    source.mkdir()
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    (source / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": shards[0], "b": shards[1]}}))
+    (source / "config.json").write_text("{}")
+    (source / shards[0]).write_text("x")
+    dataset = ModelFolderDataset(str(tmp_path / "base"), required_files=["config.json"], weights=True,
+                                 version=Version(None, None))
+    with pytest.raises(DatasetError, match="lacks model-00002-of-00002.safetensors"):
+        dataset.save(source)
+    (source / shards[1]).write_text("y")
+    dataset.save(source)
+    assert sorted(p.name for p in dataset.load().glob("*.safetensors")) == shards

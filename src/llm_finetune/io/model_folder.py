@@ -51,12 +51,20 @@ class ModelBundle:
             (folder / name).write_text(text)
 
 
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+
+
 class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
     """Save a model/adapter folder; load the path of the (versioned) folder.
+
+    A save is written aside (``<folder>.partial``), checked, and renamed into place: a crash
+    mid-save leaves no folder that a later run would load as the latest version.
 
     Args:
         filepath: folder path; with versioning, versions live under it.
         required_files: names that must exist in a saved folder (checked on save and load).
+        weights: the folder must hold weights: one of :data:`WEIGHT_FILES` (an adapter, a whole
+            model, or a sharded one through its index, with every shard the index names).
         version: Kedro version, set from ``versioned: true`` in the catalog.
     """
 
@@ -64,6 +72,7 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
         self,
         filepath: str,
         required_files: list[str] | None = None,
+        weights: bool = False,
         version: Version | None = None,
         metadata: dict | None = None,
     ) -> None:
@@ -71,6 +80,7 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
         if protocol != "file":
             raise DatasetError(f"ModelFolderDataset stores local folders only, got {filepath!r}")
         self._required = list(required_files or [])
+        self._weights = weights
         self.metadata = metadata
         self.last_saved_path: Path | None = None
         super().__init__(
@@ -88,20 +98,31 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
         return folder
 
     def save(self, data: Any) -> None:
+        if not isinstance(data, (str, Path, ModelBundle)):
+            raise DatasetError(f"ModelFolderDataset saves a folder path or a ModelBundle, got {type(data).__name__}")
         folder = Path(get_filepath_str(self._get_save_path(), "file"))
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            if isinstance(data, ModelBundle):
+                data.write(partial)
+            else:
+                link_tree(Path(data), partial)
+            self._check(partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            if folder.parent.is_dir() and not any(folder.parent.iterdir()):
+                folder.parent.rmdir()  # the empty version folder of a failed save
+            raise
         if folder.exists():
             shutil.rmtree(folder)
-        if isinstance(data, (str, Path)):
-            link_tree(Path(data), folder)
-        elif isinstance(data, ModelBundle):
-            data.write(folder)
-        else:
-            raise DatasetError(f"ModelFolderDataset saves a folder path or a ModelBundle, got {type(data).__name__}")
-        self._check(folder)
+        partial.rename(folder)
         self.last_saved_path = folder
 
     def _check(self, folder: Path) -> None:
         missing = [name for name in self._required if not (folder / name).exists()]
+        if self._weights:
+            missing += _missing_weights(folder)
         if missing:
             raise DatasetError(f"Model folder {folder} lacks {', '.join(missing)}")
 
@@ -110,7 +131,19 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
         return path is not None and path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version, "required_files": self._required}
+        return {"filepath": str(self._filepath), "version": self._version, "required_files": self._required,
+                "weights": self._weights}
+
+
+def _missing_weights(folder: Path) -> list[str]:
+    """What a folder lacks to hold weights: a weight file, or shards its index names."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        return [name for name in shards if not (folder / name).is_file()] or ([] if shards else [f"{index.name} shards"])
+    if any((folder / name).is_file() for name in WEIGHT_FILES):
+        return []
+    return [f"weights (one of {', '.join(WEIGHT_FILES)})"]
 
 
 class CacheFolderDataset(AbstractDataset[None, Path]):

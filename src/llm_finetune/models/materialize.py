@@ -57,12 +57,29 @@ def _from_gguf(spec: ModelSpec, out: Path) -> None:
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
     clean = AutoModelForCausalLM.from_config(config)
-    clean.load_state_dict(loaded.state_dict(), strict=False)
+    load_every_weight(clean, loaded.state_dict(), str(gguf_path))
     clean.tie_weights()
     del loaded
     clean.save_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     tokenizer.save_pretrained(out)
+
+
+def load_every_weight(model, state: dict, origin: str) -> None:
+    """Load ``state`` into ``model``, refusing to leave any weight at its random initialisation.
+
+    A tensor the conversion did not map would otherwise stay random, silently. Only a weight that
+    the model ties to another one (``lm_head`` to the embeddings) may be absent from ``state``.
+    """
+    result = model.load_state_dict(state, strict=False)
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    tied = set(tied) if not isinstance(tied, dict) else set(tied)
+    tied_here = tied if getattr(model.config, "tie_word_embeddings", False) else set()
+    missing = sorted(set(result.missing_keys) - tied_here)
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{origin}: converted weights do not match {type(model).__name__}: "
+                         f"missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
+                         f"unexpected {sorted(result.unexpected_keys)[:10]}")
 
 
 def _from_hub(spec: ModelSpec, out: Path) -> None:
@@ -94,8 +111,20 @@ def _override_chat_template(folder: Path, template: str) -> None:
     tokenizer.save_pretrained(folder)
 
 
+# files that are large, written once and never rewritten in place: shared by hard links between the
+# user's folder, the cache and every version; everything else (configs, tokenizer files, JSON) is copied
+LINKED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".arrow", ".pt", ".pth")
+
+
 def link_tree(src: Path, dst: Path) -> None:
-    """Copy a folder tree using hard links where the filesystem allows, plain copies elsewhere."""
+    """Copy a folder tree: weights and Arrow tables as hard links (no extra disk), other files as copies.
+
+    A hard link is the same file under two names, so a write through one name changes the other:
+    ``tokenizer.save_pretrained`` over a linked ``tokenizer_config.json`` rewrote the user's own
+    model folder (a ``chat_template`` override of a ``local`` model did). Small files are copied,
+    so whatever a later step rewrites is private to its folder; large ones are only ever written
+    as new files.
+    """
     src, dst = Path(src), Path(dst)
     for path in src.rglob("*"):
         target = dst / path.relative_to(src)
@@ -103,6 +132,9 @@ def link_tree(src: Path, dst: Path) -> None:
             target.mkdir(parents=True, exist_ok=True)
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix not in LINKED_SUFFIXES:
+            shutil.copy2(path, target)
+            continue
         try:
             target.hardlink_to(path)
         except OSError:
