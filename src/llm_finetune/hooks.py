@@ -18,7 +18,7 @@ from numbers import Number
 import mlflow
 from kedro.framework.hooks import hook_impl
 
-from llm_finetune.provenance import git_commit, package_versions
+from llm_finetune.provenance import git_commit, package_versions, url_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,19 @@ class TrackingHook:
     def __init__(self):
         self._catalog = None
         self._tagged = False
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        """Refuse a URL with a password or token in it before anything logs the parameters.
+
+        kedro-mlflow logs every parameter and the preflight report is stored; a key inside a URL
+        would reach both. Keys belong in ``conf/local/credentials.yml`` or an environment variable.
+        """
+        found = url_secrets(context.params)
+        if found:
+            raise ValueError("parameters hold URLs with credentials in them (they would be logged to MLflow): "
+                             + "; ".join(found) + ". Put the key in conf/local/credentials.yml (judge_api.api_key) "
+                             "or an environment variable (judge.llm.api_key_env), and drop it from the URL.")
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:

@@ -67,3 +67,39 @@ def rows_digest(splits: list[list[dict]], keys: tuple[str, ...]) -> str:
             digest.update(json.dumps([row[k] for k in keys]).encode())
         digest.update(b"|")
     return digest.hexdigest()
+
+
+# query parameters that carry a secret in the URLs users paste (signed links, token-in-URL APIs)
+SECRET_QUERY_KEYS = frozenset({"key", "api_key", "apikey", "token", "access_token", "sig", "signature", "password"})
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password / token in it replaced by ``***`` (userinfo and secret query values)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def url_secrets(params, where: str = "") -> list[str]:
+    """Parameter keys whose value is a URL holding a secret (see :func:`redact_url`), with the redacted URL."""
+    found = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            found += url_secrets(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(params, list):
+        for index, value in enumerate(params):
+            found += url_secrets(value, f"{where}[{index}]")
+    elif isinstance(params, str) and "://" in params and redact_url(params) != params:
+        found.append(f"{where} = {redact_url(params)}")
+    return found

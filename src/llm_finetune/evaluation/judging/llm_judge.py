@@ -28,6 +28,8 @@ from typing import Any, Literal
 import httpx
 from tqdm.auto import tqdm
 
+from llm_finetune.provenance import redact_url
+
 logger = logging.getLogger(__name__)
 
 BOOK_PROMPT = (
@@ -135,7 +137,7 @@ def _validate(endpoint: JudgeEndpoint) -> None:
     if endpoint.api not in APIS:
         raise ValueError(f"judge api must be one of {', '.join(APIS)}; got {endpoint.api!r}")
     if not endpoint.url.startswith(("http://", "https://")):
-        raise ValueError(f"judge url must start with http:// or https://; got {endpoint.url!r}")
+        raise ValueError(f"judge url must start with http:// or https://; got {redact_url(endpoint.url)!r}")
     if not str(endpoint.model).strip():
         raise ValueError("judge model must be a non-empty string")
     if endpoint.concurrency < 1 or endpoint.max_retries < 0 or endpoint.timeout_s <= 0:
@@ -150,7 +152,7 @@ def _validate(endpoint: JudgeEndpoint) -> None:
 
 
 def _describe(endpoint: JudgeEndpoint) -> str:
-    return f"LLM judge endpoint {endpoint.url} ({endpoint.api})"
+    return f"LLM judge endpoint {redact_url(endpoint.url)} ({endpoint.api})"
 
 
 def _strip_latest(name: str) -> str:

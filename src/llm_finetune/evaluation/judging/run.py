@@ -16,6 +16,7 @@ from llm_finetune.evaluation.judging.local_judge import judge_with_local_model
 from llm_finetune.evaluation.judging.reference import reference_scores, summarize_reference
 from llm_finetune.evaluation.judging.reward_judge import add_reward_scores, check_reward_judge
 from llm_finetune.models.registry import ModelSpec
+from llm_finetune.provenance import redact_url
 from llm_finetune.tokens.templates import alpaca_input
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def check_judges(judge_params: dict, credentials: dict, model_registry: dict) ->
     if judge_params.get("llm"):
         endpoint = JudgeEndpoint.from_params(judge_params["llm"], credentials)
         check_endpoint(endpoint)
-        active["llm"] = {"url": endpoint.url, "api": endpoint.api, "model": endpoint.model}
+        active["llm"] = {"url": redact_url(endpoint.url), "api": endpoint.api, "model": endpoint.model}
     return active
 
 
