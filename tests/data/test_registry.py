@@ -101,7 +101,7 @@ def test_every_real_file_aligns_through_the_registries_with_nothing_quarantined(
     records, quarantined, report = align_records(raw, plan, data)
     assert [q["reason"] for q in quarantined] == ["chosen equals rejected"] * ties and len(records) == rows - ties
     assert report["total"] == {"rows_in": rows, "rows_kept": rows - ties, "rows_quarantined": ties,
-                               "identical_pairs": ties, "rows_mixed": rows - ties, "kind": kind}
+                               "identical_pairs": ties, "undesirable_rows": 0, "rows_mixed": rows - ties, "kind": kind}
     source = plan[0]["source"]
     original = cache / source["sha256"] if "url" in source else info.parent / source["path"]
     assert len(json.loads(original.read_text())) == rows

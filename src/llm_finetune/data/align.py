@@ -6,6 +6,13 @@ Each dataset is aligned by its layout (``format``, ``ranking``, ``columns``, ``t
 quarantined-by-reason are reported per dataset. A dataset stops the run when it is empty,
 when a required column is missing from every row, or when its quarantined share exceeds
 ``max_quarantine_share``.
+
+KTO labels (a ``kto_tag`` column, LLaMA-Factory's unpaired feedback layout) are kept as the record's
+``label`` (true: desirable, false: undesirable). Stages that train on conversations as they are (sft)
+quarantine the undesirable ones with reason :data:`UNDESIRABLE` (``undesirable: quarantine``, the
+default), so a response labelled bad is never trained on as a target; those rows are intended exclusions
+and do not count against ``max_quarantine_share``. ``undesirable: keep`` leaves them in, for a stage
+that uses the label.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ REQUIRED = {
     "prompt_completion": ("prompt", "completion"), "text": ("text",), "preference": ("chosen", "rejected"),
     "medicalgpt": ("question", "chosen", "rejected"),
 }
+
+
+UNDESIRABLE = "undesirable answer (KTO label false)"
+KTO_TRUE, KTO_FALSE = {True, "true", "True", 1}, {False, "false", "False", 0}
 
 
 class AlignmentError(ValueError):
@@ -87,6 +98,11 @@ def align_dataset(name: str, raw: dict, spec: dict) -> tuple[list[dict], list[di
             continue
         try:
             record = aligner(row, columns, tags)
+            if "kto_tag" in columns:
+                record["label"] = _kto_label(row, columns["kto_tag"])
+                if record["label"] is False and spec.get("undesirable", "quarantine") == "quarantine":
+                    raise RowDefect(columns["kto_tag"], UNDESIRABLE,
+                                    "trained on as a target it would teach the answer labelled bad")
         except RowDefect as defect:
             quarantined.append(where | {"field": defect.field, "reason": defect.reason, "detail": defect.detail,
                                         "record": row})
@@ -105,6 +121,15 @@ def align_dataset(name: str, raw: dict, spec: dict) -> tuple[list[dict], list[di
     quarantined.sort(key=lambda q: (file_order.index(q["file"]) if q["file"] in file_order else 0,
                                     q.get("line") or 0, q["row"] if q["row"] is not None else -1))
     return aligned, quarantined
+
+
+def _kto_label(row: dict, column: str) -> bool:
+    value = row.get(column)
+    if value in KTO_TRUE and not isinstance(value, float):
+        return True
+    if value in KTO_FALSE and not isinstance(value, float):
+        return False
+    raise RowDefect(column, "KTO label is not a boolean", f"got {value!r}")
 
 
 def _place(item: dict) -> str:
@@ -128,14 +153,15 @@ def alignment_report(name: str, n_in: int, aligned: list[dict], quarantined: lis
     reasons = dict(Counter(item["reason"] for item in quarantined))
     report = {"rows_in": n_in, "rows_kept": len(aligned), "rows_quarantined": len(quarantined),
               "quarantined_by_reason": reasons,
-              "identical_pairs": reasons.get(preference.IDENTICAL_PAIR, 0)}
+              "identical_pairs": reasons.get(preference.IDENTICAL_PAIR, 0),
+              "undesirable_rows": reasons.get(UNDESIRABLE, 0)}
     logger.info("Align %s: %d in, %d kept, %d quarantined %s", name, n_in, len(aligned), len(quarantined), reasons)
     if n_in != len(aligned) + len(quarantined):
         raise AssertionError(f"Align {name}: {n_in} rows in but {len(aligned)} + {len(quarantined)} accounted for")
     if not aligned:
         raise AlignmentError(f"Dataset {name!r}: no usable rows, all {n_in} were quarantined: {reasons}"
                              + _first_defect(quarantined))
-    share = len(quarantined) / n_in
+    share = sum(item["reason"] != UNDESIRABLE for item in quarantined) / n_in  # labelled exclusions are intended
     if share > max_share:
         raise AlignmentError(f"Dataset {name!r}: {share:.1%} of rows were quarantined, above "
                              f"data.max_quarantine_share={max_share:.1%}: {reasons}" + _first_defect(quarantined))
@@ -143,7 +169,7 @@ def alignment_report(name: str, n_in: int, aligned: list[dict], quarantined: lis
 
 
 def _first_defect(quarantined: list[dict]) -> str:
-    item = quarantined[0]
+    item = next((q for q in quarantined if q["reason"] != UNDESIRABLE), quarantined[0])
     field = f", field {item['field']!r}" if item.get("field") else ""
     return (f". First: {_place(item)}{field}: {item['reason']}"
             + (f" ({item['detail']})" if item.get("detail") else ""))

@@ -117,8 +117,9 @@ def _from_llamafactory(name: str, entry: dict, info_dir: Path) -> dict:
     media = [column for column in MEDIA_COLUMNS if column in columns]
     if media:
         raise RegistryError(f"dataset_info.json: {name!r} has {media} columns; multimodal data is not supported")
-    if "kto_tag" in columns:
-        columns.pop("kto_tag")  # KTO labels stay in meta; no kto stage yet
+    layout = entry.get("formatting", "alpaca")
+    if layout == "alpaca" and set(columns) == {"prompt"} and not entry.get("ranking"):
+        layout, columns = "text", {"text": columns["prompt"]}  # LF's pretraining entries (c4_demo, wiki_demo)
     if entry.get("file_name"):
         source = {"path": str(info_dir / entry["file_name"])}
     elif entry.get("hf_hub_url"):
@@ -131,7 +132,7 @@ def _from_llamafactory(name: str, entry: dict, info_dir: Path) -> dict:
         raise RegistryError(f"dataset_info.json: {name!r} has no file_name or hf_hub_url"
                             + (f" (only {hubs}: ModelScope / Modelers hubs are not supported)" if hubs else ""))
     return {"name": name, "registry": "dataset_info.json", "source": source,
-            "format": entry.get("formatting", "alpaca"), "ranking": bool(entry.get("ranking", False)),
+            "format": layout, "ranking": bool(entry.get("ranking", False)),
             "columns": columns, "tags": dict(entry.get("tags") or {}), "max_rows": entry.get("num_samples")}
 
 

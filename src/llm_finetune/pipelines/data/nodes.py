@@ -47,7 +47,7 @@ def align_records(raw_datasets: dict, dataset_plan: list[dict], data_params: dic
     aligned, quarantined, per_dataset = {}, [], {}
     for spec in dataset_plan:
         raw = raw_datasets[spec["name"]]
-        kept, bad = align_dataset(spec["name"], raw, spec)
+        kept, bad = align_dataset(spec["name"], raw, spec | {"undesirable": data_params.get("undesirable", "quarantine")})
         per_dataset[spec["name"]] = alignment_report(spec["name"], len(raw["records"]) + len(raw["unreadable"]),
                                                       kept, bad, data_params["max_quarantine_share"])
         aligned[spec["name"]], quarantined = kept, quarantined + bad
@@ -59,7 +59,7 @@ def align_records(raw_datasets: dict, dataset_plan: list[dict], data_params: dic
         logger.warning("Mix (%s, %s): %d records from %d aligned rows", mix.get("strategy"),
                        mix.get("stopping", "first_exhausted"), len(records), used)
     totals = {key: sum(r[key] for r in per_dataset.values())
-              for key in ("rows_in", "rows_kept", "rows_quarantined", "identical_pairs")}
+              for key in ("rows_in", "rows_kept", "rows_quarantined", "identical_pairs", "undesirable_rows")}
     report = {"total": totals | {"rows_mixed": len(records), "kind": dataset_plan[0]["kind"]}, "datasets": per_dataset}
     return records, quarantined, report
 
