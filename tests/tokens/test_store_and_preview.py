@@ -39,3 +39,21 @@ def test_mask_page_marks_trained_tokens_and_packed_samples(tiny_tokenizer):
     assert "<title>Preview &lt;test&gt;</title>" in page
     figure = length_histogram([3, 5, 5, 9], 8, "lengths")
     assert figure.axes[0].get_xlabel() == "tokens per sample"
+
+
+def test_the_cache_key_follows_the_tokenizing_packages_and_our_code_version(tiny_model_dir, monkeypatch):
+    """Before, a tokenizers / transformers upgrade reused token ids computed by the old version."""
+    import importlib.metadata
+
+    from llm_finetune.tokens import store as store_module
+
+    records = [{"messages": [{"role": "user", "content": "hi"}]}]
+    key = cache_key(records, tiny_model_dir, {"cutoff_len": 8})
+    real_version = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "999.0" if name == "tokenizers" else real_version(name))
+    assert cache_key(records, tiny_model_dir, {"cutoff_len": 8}) != key
+    monkeypatch.setattr(importlib.metadata, "version", real_version)
+    assert cache_key(records, tiny_model_dir, {"cutoff_len": 8}) == key
+    monkeypatch.setattr(store_module, "TOKENS_CODE_VERSION", store_module.TOKENS_CODE_VERSION + 1)
+    assert cache_key(records, tiny_model_dir, {"cutoff_len": 8}) != key

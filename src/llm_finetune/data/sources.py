@@ -162,8 +162,26 @@ def read_hub(dataset_id: str, subset: str | None, split: str, folder: str | None
     return loaded.to_list()
 
 
+# magic numbers of files people point at by mistake: named in the error instead of read as text
+BINARY_MAGIC = {b"\x1f\x8b": "gzip-compressed data", b"PK\x03\x04": "a zip archive", b"%PDF": "a PDF document",
+                b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"BZh": "bzip2-compressed data",
+                b"\xfd7zXZ": "xz-compressed data", b"\x28\xb5\x2f\xfd": "zstd-compressed data"}
+
+
+def binary_content(blob: bytes) -> str | None:
+    """What a file is when it is not text (a known magic number, or NUL bytes), else ``None``."""
+    for magic, name in BINARY_MAGIC.items():
+        if blob.startswith(magic):
+            return name
+    return "binary data (NUL bytes)" if b"\x00" in blob[:4096] else None
+
+
 def parse_bytes(blob: bytes, origin: str, file_type: str = "auto", plain_text: bool = False) -> RawFile:
     """Parse a file's bytes by ``file_type``; ``auto`` detects it from the content."""
+    binary = None if blob.startswith(PARQUET_MAGIC) or file_type == "parquet" else binary_content(blob)
+    if binary:
+        raise SourceError(f"{origin}: not a text, JSON, JSON lines, CSV or Parquet file: it holds {binary} "
+                          f"(first bytes {blob[:8].hex(' ')}); decompress or convert it first")
     kind = detect_file_type(blob) if file_type == "auto" else file_type
     if plain_text and file_type == "auto" and kind == "csv":
         kind = "text"

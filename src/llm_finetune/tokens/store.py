@@ -22,9 +22,33 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.json", "merges.txt", "tokenizer.model")
 
 
+# bump when our tokenization, masking or packing code changes what it writes for the same inputs
+TOKENS_CODE_VERSION = 2
+# packages whose upgrade can change token ids for the same text and tokenizer files
+TOKENIZING_PACKAGES = ("tokenizers", "transformers", "sentencepiece")
+
+
+def tokenizing_versions() -> dict:
+    """Versions that decide the token ids besides the tokenizer files: ours and the tokenizing packages'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"llm_finetune_tokens": TOKENS_CODE_VERSION}
+    for name in TOKENIZING_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def cache_key(records: list[dict], tokenizer_folder: Path, settings: dict) -> str:
-    """16 hex digits of a SHA-256 over tokenizer files, settings and records."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    """16 hex digits of a SHA-256 over tokenizer files, settings, records and :func:`tokenizing_versions`.
+
+    Without the versions, a tokenizers / transformers upgrade (or a change of our own tokenization
+    code) would reuse token ids computed by the old code.
+    """
+    identity = {"settings": settings, "versions": tokenizing_versions()}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     for name in TOKENIZER_FILES:
         path = Path(tokenizer_folder) / name
         if path.is_file():
