@@ -39,3 +39,21 @@ def test_decoding_parameters_are_validated():
     assert Decoding.from_params({"max_new_tokens": 8, "batch_size": 4, "stop_strings": ["###"]}).stop_strings == ("###",)
     with pytest.raises(ValueError, match="Bad decoding"):
         Decoding.from_params({"max_new_tokens": 0})
+
+
+def test_generation_stops_at_every_end_id_of_the_models_generation_config(tiny_model_dir):
+    """Before, eos_token_id=tokenizer.eos_token_id overrode the model's own end ids (Llama-3's <|eot_id|>)."""
+    from llm_finetune.evaluation.generation import Decoding, end_token_ids, generate_from_ids
+
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    prompt = tokenizer("Add the numbers 2 and 3").input_ids
+    with torch.no_grad():
+        free = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                              eos_token_id=None, pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+    turn_end = next(t for t in free[1:] if t != tokenizer.eos_token_id)  # a token the model does emit
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, turn_end]
+    assert end_token_ids(model, tokenizer) == [tokenizer.eos_token_id, turn_end]
+    (response,), timing = generate_from_ids(model, tokenizer, [prompt], 1, Decoding(max_new_tokens=6))
+    assert timing["new_tokens"] == free.index(turn_end) + 1 < 6
+    assert response == tokenizer.decode(free[: free.index(turn_end) + 1], skip_special_tokens=True).strip()

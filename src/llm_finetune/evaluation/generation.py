@@ -40,9 +40,9 @@ class Decoding:
             raise ValueError(f"Bad decoding parameters: {decoding}")
         return decoding
 
-    def generate_kwargs(self, tokenizer) -> dict:
+    def generate_kwargs(self, tokenizer, end_ids: list[int] | None = None) -> dict:
         kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
-                  "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
+                  "pad_token_id": tokenizer.pad_token_id, "eos_token_id": end_ids or tokenizer.eos_token_id}
         if self.do_sample:
             kwargs |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
         else:
@@ -67,9 +67,22 @@ def generate_responses(model, tokenizer, records: list[dict], template, batch_si
     return generate_from_ids(model, tokenizer, encoded, batch_size, decoding)
 
 
+def end_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's ``generation_config`` end ids.
+
+    Passing only ``tokenizer.eos_token_id`` overrides the model's own list (Llama-3 ends a turn with
+    ``<|eot_id|>``, not its EOS), and such a model then generates to ``max_new_tokens``.
+    """
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = configured if isinstance(configured, (list, tuple)) else [configured]
+    ids = [tokenizer.eos_token_id, *configured]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: int,
                       decoding: Decoding) -> tuple[list[str], dict]:
     """Generate for already-encoded prompts (any template); ``timing`` has per-batch rows."""
+    end_ids = end_token_ids(model, tokenizer)
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     responses: list[str] = [""] * len(encoded)
     pad_id = tokenizer.pad_token_id
@@ -84,10 +97,10 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
         batch_started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                 **decoding.generate_kwargs(tokenizer))
+                                 **decoding.generate_kwargs(tokenizer, end_ids))
         new_tokens = 0
         for row, index in enumerate(batch):
-            generated = _until_eos(out[row, width:].tolist(), tokenizer.eos_token_id)
+            generated = _until_end(out[row, width:].tolist(), set(end_ids))
             new_tokens += len(generated)
             responses[index] = decoding.cut(tokenizer.decode(generated, skip_special_tokens=True))
         batches.append({"batch": number, "rows": len(batch), "prompt_width": width, "new_tokens": new_tokens,
@@ -101,6 +114,9 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
     return responses, timing
 
 
-def _until_eos(tokens: list[int], eos_id: int) -> list[int]:
-    """New tokens up to and including the first EOS (later positions are padding)."""
-    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+def _until_end(tokens: list[int], end_ids: set[int]) -> list[int]:
+    """New tokens up to and including the first end id (later positions are padding)."""
+    for position, token in enumerate(tokens):
+        if token in end_ids:
+            return tokens[: position + 1]
+    return tokens
