@@ -186,7 +186,13 @@ ROW_DEFECTS = [
     pytest.param(SHAREGPT, "bad.jsonl", {"conversations": [sg(["human"], "a"), sg("gpt", "b")]},
                  "conversations[0].from", "unknown role", id="sharegpt-role-not-a-string"),
     pytest.param(SHAREGPT, "bad.jsonl", {"conversations": [sg("human", "a"), sg("gpt", ["b"])]},
+                 "conversations[1].value[0]", "content part is not an object", id="sharegpt-content-parts-not-objects"),
+    pytest.param(SHAREGPT, "bad.jsonl", {"conversations": [sg("human", "a"), sg("gpt", 7)]},
                  "conversations[1]", "content is not a string", id="sharegpt-content-not-string"),
+    pytest.param(OPENAI, "bad.jsonl", {"messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "..."}}]}, {"role": "assistant", "content": "b"}]},
+                 "messages[0].content[0]", "input_audio part: multimodal content is not supported",
+                 id="openai-audio-part"),
     pytest.param(SHAREGPT, "bad.jsonl", {"conversations": []}, "conversations", "empty conversation",
                  id="sharegpt-empty-conversation"),
     pytest.param(SHAREGPT, "bad.jsonl", {"conversations": "human: a"}, "conversations", "not a list of turns",

@@ -162,7 +162,39 @@ def _message(turn: dict, role: str, tags: dict, where: str) -> dict:
                                                              ensure_ascii=False)}
     if tags["content_tag"] not in turn:
         raise RowDefect(f"{where}.{tags['content_tag']}", "missing field")
-    return {"role": role, "content": turn[tags["content_tag"]]}
+    content = turn[tags["content_tag"]]
+    if isinstance(content, list):
+        content = _joined_parts(content, f"{where}.{tags['content_tag']}")
+    message = {"role": role, "content": content}
+    if "loss_weight" in turn:  # LLaMA-Factory: a turn with loss_weight 0 is context, never a target
+        weight = turn["loss_weight"]
+        if weight not in (0, 1) or isinstance(weight, bool):
+            raise RowDefect(f"{where}.loss_weight", "loss_weight is not 0 or 1", f"got {weight!r}")
+        if weight == 0:
+            message["train"] = False
+    return message
+
+
+TEXT_PART_TYPES = ("text", "input_text", "output_text")
+
+
+def _joined_parts(parts: list, where: str) -> str:
+    """The text of a content given as parts (OpenAI's ``{"type": "text", "text"}``, LLaMA-Factory's
+    ``{"type": "text", "value"}``), joined; an image / audio / file part makes the row a defect."""
+    texts = []
+    for position, part in enumerate(parts):
+        place = f"{where}[{position}]"
+        if not isinstance(part, dict):
+            raise RowDefect(place, "content part is not an object", f"got {type(part).__name__}")
+        kind = part.get("type", "text")
+        if kind not in TEXT_PART_TYPES:
+            raise RowDefect(place, f"{kind} part: multimodal content is not supported",
+                            "only text parts can be trained on")
+        text = part.get("text", part.get("value"))
+        if not isinstance(text, str):
+            raise RowDefect(place, "text part has no text", "expected a `text` or `value` string")
+        texts.append(text)
+    return "".join(texts)
 
 
 def meta_of(row: dict, used_columns: set[str]) -> dict:

@@ -63,11 +63,14 @@ def encode_prompts(records: list[dict], template: ChatTemplate | str, tokenizer)
 
 
 def assemble(piece_ids: list[list[int]], kinds: list[str], loss_on: str) -> tuple[list[int], list[int]]:
-    """Concatenate pieces; label the trained ones with their ids and the rest with -100."""
+    """Concatenate pieces; label the trained ones with their ids and the rest with -100.
+
+    An ``untrained`` piece (a turn with ``train: false``) is never trained, whatever ``loss_on``."""
     last_answer = max(i for i, kind in enumerate(kinds) if kind == "answer")
     input_ids, labels = [], []
     for index, (ids, kind) in enumerate(zip(piece_ids, kinds)):
-        trained = (loss_on == "all" or (kind == "answer" and (loss_on == "assistant" or index == last_answer)))
+        trained = kind != "untrained" and (
+            loss_on == "all" or (kind == "answer" and (loss_on == "assistant" or index == last_answer)))
         input_ids += ids
         labels += list(ids) if trained else [IGNORE_INDEX] * len(ids)
     return input_ids, labels

@@ -38,7 +38,8 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Piece:
-    """A run of rendered text: ``prompt`` (context) or ``answer`` (what the model must produce)."""
+    """A run of rendered text: ``prompt`` (context), ``answer`` (what the model must produce) or
+    ``untrained`` (an answer turn kept as context: ``train: false``)."""
 
     text: str
     kind: str
@@ -157,7 +158,7 @@ def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) ->
                 raise TemplateError(f"template {template.name!r} cannot render function calls")
             pieces.append(Piece(prompt + _fill(template.answer_prefix, specials), "prompt"))
             text = _fill(slot, specials | {"content": message["content"]})
-            pieces.append(Piece(text + _fill(template.answer_suffix, specials), "answer"))
+            pieces.append(Piece(text + _fill(template.answer_suffix, specials), _answer_kind(message)))
             prompt = template.turn_separator if index < len(messages) - 1 else ""
             continue
         if role == "user":
@@ -172,6 +173,12 @@ def render_pieces(record: dict, template: ChatTemplate | str, tokenizer=None) ->
     if not pieces or pieces[-1].kind != "answer":
         raise TemplateError("a training record must end with an answer (assistant or function_call)")
     return pieces
+
+
+def _answer_kind(message: dict) -> str:
+    """``answer`` (a training target), or ``untrained`` for a turn marked ``train: false`` (LLaMA-Factory's
+    ``loss_weight: 0``): rendered the same, never trained, whatever ``loss_on``."""
+    return "answer" if message.get("train", True) else "untrained"
 
 
 def _user_text(record: dict, message: dict, template: ChatTemplate, specials: dict, is_last_user: bool,
@@ -200,7 +207,7 @@ def _tokenizer_pieces(record: dict, tokenizer) -> list[Piece]:
             if not prompt.startswith(done) or not full.startswith(prompt):
                 raise TemplateError("the tokenizer's chat template does not render a conversation prefix as a "
                                     "prefix of the whole; use a template from the registry")
-            pieces += [Piece(prompt[len(done):], "prompt"), Piece(full[len(prompt):], "answer")]
+            pieces += [Piece(prompt[len(done):], "prompt"), Piece(full[len(prompt):], _answer_kind(message))]
             done = full
         chat.append({"role": roles[message["role"]], "content": message["content"]})
     if not pieces:
