@@ -46,3 +46,23 @@ def run_in_process(project: Path, pipeline: str, params: dict, monkeypatch, load
     written = register_pipelines()[pipeline].all_outputs()
     missing = sorted(name for name in written if not catalog.exists(name))
     return catalog, missing
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path."""
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def users_model(tmp_path_factory, tiny_model_dir: Path) -> tuple[dict, dict, Path]:
+    """A copy of the tiny model as a user's own ``local`` folder, with a chat-template override (the case
+    that once wrote through hard links into it): ``(params, digests before, folder)``."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("users-model") / "my-model"
+    shutil.copytree(tiny_model_dir, folder)
+    params = {"model_registry.tiny-llama.path": str(folder),
+              "model_registry.tiny-llama.chat_template": "{{ messages[0]['content'] }}"}
+    return params, digests(folder), folder
