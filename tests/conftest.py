@@ -24,6 +24,16 @@ def real_data(name: str) -> Path:
     return path
 
 
+def load_tool(name: str):
+    """A script of ``tools/`` as a module (the demo-data generators are scripts, not package code)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_tiny_tokenizer(folder: Path):
     """A byte-level BPE tokenizer trained on the demo data, with ChatML special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,16 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "01_raw" / "demo_instructions.json"
 SCRIPT = ROOT / "tools" / "make_demo_data.py"
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_demo_data", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def test_no_duplicates(rows):
 
 def test_families(rows):
     families = {r["family"] for r in rows}
-    expected = set(_load_generator().FAMILIES)
+    expected = set(load_tool("make_demo_data").FAMILIES)
     assert len(families) >= 15
     assert expected <= families, expected - families
     # a family is either wholly verifiable or wholly free text

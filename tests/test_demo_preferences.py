@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_tool
 
 DATA = REPO / "data" / "01_raw" / "demo_preferences.json"
-SCRIPT = REPO / "tools" / "make_demo_preferences.py"
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("make_demo_preferences", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_committed_file_is_what_the_tool_writes(tmp_path):
-    module = _generator()
+    module = load_tool("make_demo_preferences")
     rows = json.loads((REPO / "data" / "01_raw" / "demo_instructions.json").read_text(encoding="utf-8"))
     expected = json.dumps(module.make_pairs(rows), indent=1, ensure_ascii=False) + "\n"
     assert DATA.read_text(encoding="utf-8") == expected

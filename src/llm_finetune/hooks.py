@@ -18,21 +18,15 @@ from numbers import Number
 import mlflow
 from kedro.framework.hooks import hook_impl
 
-from llm_finetune.provenance import git_commit, package_versions, url_secrets
+from llm_finetune.provenance import flat_leaves, git_commit, package_versions, url_secrets
 
 logger = logging.getLogger(__name__)
 
 
 def flatten_metrics(data: dict, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested dict as ``a.b.c`` keys (bools and None are skipped)."""
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten_metrics(value, f"{name}.")
-        elif isinstance(value, Number) and not isinstance(value, bool):
-            flat[name] = float(value)
-    return flat
+    return {name: float(value) for name, value in flat_leaves(data, prefix).items()
+            if isinstance(value, Number) and not isinstance(value, bool)}
 
 
 class TrackingHook:

@@ -43,6 +43,17 @@ def file_digest(folder: Path | None, names: tuple[str, ...]) -> str | None:
     return digest.hexdigest()
 
 
+def flat_leaves(data: dict, prefix: str = "") -> dict:
+    """The leaves of a nested dict under ``a.b.c`` keys: how parameters and metrics are named in MLflow."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= flat_leaves(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def token_folder_key(folder: Path) -> str | None:
     """The cache key a tokenized folder was stored under (its ``stats.json``)."""
     return json.loads((Path(folder) / "stats.json").read_text()).get("cache_key")

@@ -21,6 +21,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from llm_finetune.provenance import flat_leaves
+
 logger = logging.getLogger(__name__)
 STEP_METRICS = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": "learning_rate",
                 "grad_norm": "grad_norm", "tokens_per_s": "tokens_per_s", "mfu": "mfu"}
@@ -114,7 +116,7 @@ class MlflowSteps(TrainerCallback):
         if not state.is_world_process_zero or run is None or not self.settings:
             return
         logged = set(mlflow.get_run(run.info.run_id).data.params)
-        flat = {key: value for key, value in _flatten(self.settings).items() if key not in logged}
+        flat = {key: str(value) for key, value in flat_leaves(self.settings).items() if key not in logged}
         if flat:
             mlflow.log_params(flat)
 
@@ -142,13 +144,3 @@ def loss_history(log_history: list[dict], metric_names: tuple[str, ...] = ()) ->
             rows.append({"step": entry["step"], "split": "val", "loss": entry["eval_loss"]}
                         | {k: entry[f"eval_{k}"] for k in metric_names if f"eval_{k}" in entry})
     return rows
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
