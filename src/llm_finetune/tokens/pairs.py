@@ -50,3 +50,8 @@ def tokenize_pairs(records: list[dict], settings: TokenizeSettings, tokenizer) -
                       "source_row": chosen["source_row"], "dataset": chosen["dataset"],
                       "truncated": chosen["truncated"] or rejected["truncated"]})
     return pairs, quarantined
+
+
+def pair_length(pair: dict) -> int:
+    """Tokens of a tokenized pair's longer side: what a batch of pairs pads to."""
+    return max(len(pair["chosen_input_ids"]), len(pair["rejected_input_ids"]))

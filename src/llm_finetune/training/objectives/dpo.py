@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.tokens.packing import PadCollator, in_length_order
+from llm_finetune.tokens.pairs import pair_length
 from llm_finetune.training.numerics import sequence_logps
 from llm_finetune.training.objectives import Objective
 
@@ -80,10 +81,6 @@ def collate_pairs(pairs: list[dict], pad_token_id: int) -> dict:
         batch["ref_logps"] = torch.tensor([p["ref_chosen"] for p in pairs] + [p["ref_rejected"] for p in pairs],
                                           dtype=torch.float32)
     return batch
-
-
-def pair_length(pair: dict) -> int:
-    return max(len(pair["chosen_input_ids"]), len(pair["rejected_input_ids"]))
 
 
 @torch.no_grad()

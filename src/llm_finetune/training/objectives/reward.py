@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from llm_finetune.models.precision import compute_context
 from llm_finetune.models.reward import pad_sequences, prepare_reward_model, sequence_rewards
 from llm_finetune.tokens.packing import in_length_order
+from llm_finetune.tokens.pairs import pair_length
 from llm_finetune.training.objectives import Objective
 
 RANKING_METRICS = ("accuracy", "mean_margin", "mean_chosen_reward", "mean_rejected_reward")
@@ -60,10 +61,6 @@ def ranking_report(chosen: torch.Tensor, rejected: torch.Tensor, margin: float =
     metrics = ranking_metrics(chosen, rejected)
     return {"pairs": len(chosen)} | {name: round(values.mean().item(), 4) for name, values in metrics.items()} | {
         "loss": round(pairwise_loss(chosen.float(), rejected.float(), margin).item(), 4)}
-
-
-def pair_length(row: dict) -> int:
-    return max(len(row["chosen_input_ids"]), len(row["rejected_input_ids"]))
 
 
 @torch.no_grad()
