@@ -59,10 +59,32 @@ def build_tiny_tokenizer(folder: Path):
 
 def build_tiny_llama(folder: Path) -> Path:
     """A 2-layer random Llama with the tiny tokenizer, saved as a transformers folder."""
+    return build_tiny_model(folder, build_tiny_tokenizer(folder))
+
+
+def build_bos_tokenizer(folder: Path):
+    """A Llama-style SentencePiece (Metaspace BPE) tokenizer that puts ``<s>`` in front of every sequence."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizerFast
+
+    rows = json.loads(DEMO_DATA.read_text())
+    texts = [" ".join((r["instruction"], r["input"], r["output"])) for r in rows]
+    backend = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>", "[INST]", "[/INST]"])
+    backend.train_from_iterator(texts, trainer)
+    tokenizer = LlamaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   add_bos_token=True, add_eos_token=False)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def build_tiny_model(folder: Path, tokenizer) -> Path:
+    """A 2-layer random Llama for ``tokenizer``, saved with it as a transformers folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_tiny_tokenizer(folder)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -70,6 +92,13 @@ def build_tiny_llama(folder: Path) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def bos_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama whose tokenizer adds BOS (as Llama-2, Mistral and Gemma tokenizers do)."""
+    folder = tmp_path_factory.mktemp("tiny-bos-llama")
+    return build_tiny_model(folder, build_bos_tokenizer(folder))
 
 
 @pytest.fixture(scope="session")

@@ -56,4 +56,29 @@ def test_generation_stops_at_every_end_id_of_the_models_generation_config(tiny_m
     assert end_token_ids(model, tokenizer) == [tokenizer.eos_token_id, turn_end]
     (response,), timing = generate_from_ids(model, tokenizer, [prompt], 1, Decoding(max_new_tokens=6))
     assert timing["new_tokens"] == free.index(turn_end) + 1 < 6
-    assert response == tokenizer.decode(free[: free.index(turn_end) + 1], skip_special_tokens=True).strip()
+    assert response == tokenizer.decode(free[: free.index(turn_end)], skip_special_tokens=True).strip()
+
+
+def test_generation_stops_at_the_templates_end_of_turn_token(tiny_model_dir):
+    """A template's single-token stop (chatml's <|im_end|>, llama3's <|eot_id|>) ends generation as an id;
+    before, only EOS and generation_config ended it, so such a model generated to max_new_tokens."""
+    from llm_finetune.evaluation.generation import Decoding
+    from llm_finetune.tokens.conversations import encode_prompts
+    from llm_finetune.tokens.templates import ChatTemplate, stop_token_ids
+
+    model = load_causal_lm(tiny_model_dir, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model_dir, padding_side="left")
+    record = alpaca_record("Add the numbers 2 and 3", "5")
+    plain = ChatTemplate.from_yaml("user: '{content}\n'\nanswer_suffix: '{eos}'", "plain")
+    prompt = encode_prompts([record], plain, tokenizer)[0]
+    with torch.no_grad():
+        free = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=8, do_sample=False,
+                              eos_token_id=None, pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+    position, marker = next((i, t) for i, t in enumerate(free) if i > 0 and t != tokenizer.eos_token_id
+                            and tokenizer(tokenizer.decode([t]), add_special_tokens=False).input_ids == [t])
+    stopping = ChatTemplate.from_yaml(plain.source + f"\nstop: [{tokenizer.decode([marker])!r}]", "stopping")
+    assert stop_token_ids(stopping, tokenizer) == [marker]
+    (response,), timing = generate_responses(model, tokenizer, [record], stopping, 1,
+                                             decoding=Decoding(max_new_tokens=8))
+    assert timing["new_tokens"] == free.index(marker) + 1 <= position + 1 < 8
+    assert response == tokenizer.decode(free[: free.index(marker)], skip_special_tokens=True).strip()

@@ -15,7 +15,6 @@ from llm_finetune.io import ModelBundle
 from llm_finetune.pipelines.pt.nodes import pack_blocks, perplexity_after, perplexity_before, train_pt_adapter
 from llm_finetune.tokens.blocks import (
     BlockSettings,
-    adds_bos,
     check_block_settings,
     document_ids,
     make_blocks,
@@ -72,7 +71,6 @@ def test_without_cross_document_attention_positions_restart_and_document_starts_
 def test_documents_end_with_eos_and_get_bos_only_when_the_tokenizer_adds_it(tiny_tokenizer):
     texts = ["The owl hunts at night.", "Bread needs time to rise."]
     ids = document_ids(texts, tiny_tokenizer)
-    assert not adds_bos(tiny_tokenizer)
     assert all(doc[-1] == tiny_tokenizer.eos_token_id for doc in ids)
     assert [tiny_tokenizer.decode(doc[:-1]) for doc in ids] == texts
     rows, _ = make_blocks(ids, BlockSettings(block_size=4))
@@ -85,7 +83,6 @@ def test_documents_end_with_eos_and_get_bos_only_when_the_tokenizer_adds_it(tiny
     bos = with_bos.bos_token_id
     with_bos.backend_tokenizer.post_processor = TemplateProcessing(single="<|im_start|> $A",
                                                                    special_tokens=[("<|im_start|>", bos)])
-    assert adds_bos(with_bos)
     assert all(doc[0] == bos and doc[1:] == plain for doc, plain in zip(document_ids(texts, with_bos), ids))
 
 

@@ -17,6 +17,7 @@ from llm_finetune.tokens.templates import (
     render_pieces,
     render_prompt,
     stop_strings,
+    stop_token_ids,
     template_from_saved,
 )
 from tests.conftest import alpaca_record, real_data
@@ -146,3 +147,19 @@ def test_the_saved_template_is_the_one_used_and_a_mismatch_is_an_error(tiny_toke
     with pytest.raises(TemplateError, match="chat template differs"):
         template_from_saved({"template": TOKENIZER, "source": "{{ other }}"}, tiny_tokenizer)
     assert stop_strings(chatml, tiny_tokenizer) == ()  # <|im_end|> is the tiny tokenizer's EOS
+
+
+def test_end_of_turn_tokens_are_end_ids_for_registry_and_jinja_templates(tiny_model_dir):
+    """With an EOS other than the turn end (as Llama-3 and Qwen have), <|im_end|> still ends an answer:
+    a single-token stop of a registry template, and the token a Jinja template writes after an answer."""
+    from llm_finetune.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    tokenizer.eos_token = "<|endoftext|>"
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    chatml = load_template("chatml")
+    assert stop_token_ids(chatml, tokenizer) == [im_end]
+    assert stop_strings(chatml, tokenizer) == ()  # a single token: stopped on as an id, not a string
+    assert stop_token_ids(TOKENIZER, tokenizer) == [im_end]
+    multi = ChatTemplate.from_yaml("stop: ['### End']", "multi")
+    assert stop_token_ids(multi, tokenizer) == [] and stop_strings(multi, tokenizer) == ("### End",)

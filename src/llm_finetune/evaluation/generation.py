@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
 from llm_finetune.tokens.conversations import encode_prompts
+from llm_finetune.tokens.templates import load_template, stop_strings, stop_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,17 @@ class Decoding:
 
 def generate_responses(model, tokenizer, records: list[dict], template, batch_size: int,
                        max_new_tokens: int | None = None, decoding: Decoding | None = None) -> tuple[list[str], dict]:
-    """Responses for canonical ``records`` rendered with ``template`` (a ChatTemplate or ``"tokenizer"``)."""
+    """Responses for canonical ``records`` rendered with ``template`` (a ChatTemplate or ``"tokenizer"``).
+
+    Generation stops where the template ends an answer: its single-token stops are end ids, the
+    others stop strings, added to ``decoding``'s own."""
     decoding = decoding or Decoding(max_new_tokens=max_new_tokens or 64)
+    template = load_template(template) if isinstance(template, str) else template
+    extra = tuple(s for s in stop_strings(template, tokenizer) if s not in decoding.stop_strings)
+    if extra:
+        decoding = replace(decoding, stop_strings=decoding.stop_strings + extra)
     encoded = encode_prompts(records, template, tokenizer)
-    return generate_from_ids(model, tokenizer, encoded, batch_size, decoding)
+    return generate_from_ids(model, tokenizer, encoded, batch_size, decoding, stop_token_ids(template, tokenizer))
 
 
 def end_token_ids(model, tokenizer) -> list[int]:
@@ -79,10 +87,13 @@ def end_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
-def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: int,
-                      decoding: Decoding) -> tuple[list[str], dict]:
-    """Generate for already-encoded prompts (any template); ``timing`` has per-batch rows."""
-    end_ids = end_token_ids(model, tokenizer)
+def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: int, decoding: Decoding,
+                      extra_end_ids: list[int] = ()) -> tuple[list[str], dict]:
+    """Generate for already-encoded prompts (any template); ``timing`` has per-batch rows.
+
+    A response ends at the first of :func:`end_token_ids` or ``extra_end_ids`` (the template's end of
+    turn), which is not part of its text."""
+    end_ids = list(dict.fromkeys([*end_token_ids(model, tokenizer), *extra_end_ids]))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     responses: list[str] = [""] * len(encoded)
     pad_id = tokenizer.pad_token_id
@@ -102,7 +113,8 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
         for row, index in enumerate(batch):
             generated = _until_end(out[row, width:].tolist(), set(end_ids))
             new_tokens += len(generated)
-            responses[index] = decoding.cut(tokenizer.decode(generated, skip_special_tokens=True))
+            text_ids = generated[:-1] if generated and generated[-1] in end_ids else generated
+            responses[index] = decoding.cut(tokenizer.decode(text_ids, skip_special_tokens=True))
         batches.append({"batch": number, "rows": len(batch), "prompt_width": width, "new_tokens": new_tokens,
                         "seconds": round(time.perf_counter() - batch_started, 3), "row_indices": batch})
     seconds = time.perf_counter() - started

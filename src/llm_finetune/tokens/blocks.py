@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.tokens.conversations import IGNORE_INDEX, sequence_prefix
 
 REMAINDER = ("drop", "pad")
 
@@ -62,18 +62,13 @@ def check_block_settings(params: dict, max_positions: int | None = None) -> Bloc
     return settings
 
 
-def adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer puts its BOS token in front of encoded text."""
-    bos = tokenizer.bos_token_id
-    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
-
-
 def document_ids(texts: list[str], tokenizer) -> list[list[int]]:
-    """Token ids of each document: ``[BOS]`` (when the tokenizer adds one) + text + ``EOS``."""
+    """Token ids of each document: the tokenizer's :func:`sequence_prefix` (its BOS, when it adds one) +
+    text + ``EOS``, the same prefix a chat sequence gets."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("pretraining needs a tokenizer with an EOS token to mark where documents end")
-    head = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
+    head = sequence_prefix(tokenizer)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     return [head + list(ids) + [eos] for ids in encoded]
 

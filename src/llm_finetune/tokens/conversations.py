@@ -9,7 +9,11 @@ concatenated. Labels follow the pieces, never a search in token ids:
 * ``last_assistant``: only the final answer.
 
 Generation encodes a prompt with :func:`encode_prompts`: the same pieces, so the tokens the
-model is prompted with at inference are the tokens it was trained on. Rows longer than
+model is prompted with at inference are the tokens it was trained on. Pieces are tokenized without
+special tokens (a piece is not a sequence), and each sequence then starts with what the tokenizer
+puts in front of a sequence (:func:`sequence_prefix`: Llama's and Gemma's BOS, nothing for SmolLM2)
+unless the template already wrote it: BOS exactly where the tokenizer adds it, once, in training,
+generation and ``pt`` alike. Rows longer than
 ``cutoff_len`` follow ``truncation``: ``truncate_response`` (cut the end), ``truncate_oldest_turns``
 (drop whole early exchanges, then cut the end) or ``drop``. A row that cannot be rendered, or
 that is left with no trained token, is quarantined with its reason, never dropped silently.
@@ -45,13 +49,34 @@ class TokenizeSettings:
             raise ValueError(f"tokenize.cutoff_len must be at least 2, got {self.cutoff_len}")
 
 
+def sequence_prefix(tokenizer) -> list[int]:
+    """The ids the tokenizer puts in front of every text it encodes: ``[BOS]`` for Llama- and
+    Gemma-family tokenizers, ``[]`` for those that add nothing (SmolLM2, Qwen)."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return list(full[:start])
+    return []
+
+
+def with_sequence_prefix(ids: list[int], prefix: list[int]) -> list[int]:
+    """``ids`` starting with ``prefix``, added only when the rendered text did not already begin with it."""
+    return list(ids) if not prefix or list(ids[:len(prefix)]) == prefix else list(prefix) + list(ids)
+
+
 def encode_pieces(pieces_per_record: list[list[Piece]], tokenizer) -> list[list[list[int]]]:
-    """Token ids of every piece, from one batched tokenizer call."""
+    """Token ids of every piece, from one batched tokenizer call; each record's first piece starts with
+    the tokenizer's :func:`sequence_prefix` (once: a template that renders BOS itself gets no second)."""
     texts = [piece.text for pieces in pieces_per_record for piece in pieces]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    prefix = sequence_prefix(tokenizer) if texts else []
     grouped, start = [], 0
     for pieces in pieces_per_record:
-        grouped.append(ids[start:start + len(pieces)])
+        record_ids = [list(piece_ids) for piece_ids in ids[start:start + len(pieces)]]
+        if record_ids:
+            record_ids[0] = with_sequence_prefix(record_ids[0], prefix)
+        grouped.append(record_ids)
         start += len(pieces)
     return grouped
 

@@ -23,7 +23,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 # bump when our tokenization, masking or packing code changes what it writes for the same inputs
-TOKENS_CODE_VERSION = 2
+TOKENS_CODE_VERSION = 3
 # packages whose upgrade can change token ids for the same text and tokenizer files
 TOKENIZING_PACKAGES = ("tokenizers", "transformers", "sentencepiece")
 

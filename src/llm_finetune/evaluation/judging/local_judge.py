@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from llm_finetune.evaluation.judging.llm_judge import BOOK_PROMPT, fill_prompt, parse_score
+from llm_finetune.tokens.conversations import sequence_prefix, with_sequence_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -38,5 +39,6 @@ def encode_judge_prompt(tokenizer, prompt: str) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                              add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False).input_ids
+        ids = tokenizer(text, add_special_tokens=False).input_ids
+        return with_sequence_prefix(ids, sequence_prefix(tokenizer))
     return tokenizer(prompt).input_ids

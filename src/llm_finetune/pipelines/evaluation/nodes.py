@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from llm_finetune.models.materialize import materialize
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.tokens.settings import TEMPLATE_FILE
-from llm_finetune.tokens.templates import alpaca_input, load_template, stop_strings, template_from_saved
+from llm_finetune.tokens.templates import alpaca_input, load_template, template_from_saved
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +51,6 @@ def _generate(records: list[dict], base_model: Path, adapter: Path | None, token
     precision = resolve_precision(params["precision"])
     model = load_causal_lm(base_model, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, adapter=adapter)
     decoding = Decoding.from_params(params)
-    extra_stops = tuple(s for s in stop_strings(template, tokenizer) if s not in decoding.stop_strings)
-    if extra_stops:
-        decoding = replace(decoding, stop_strings=decoding.stop_strings + extra_stops)
     responses, timing = generate_responses(model, tokenizer, records, template, params["batch_size"],
                                            decoding=decoding)
     batch_of = {index: batch["batch"] for batch in timing["batches"] for index in batch["row_indices"]}

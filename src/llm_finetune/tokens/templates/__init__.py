@@ -241,11 +241,41 @@ def template_source(template: ChatTemplate | str, tokenizer) -> str | None:
 
 
 def stop_strings(template: ChatTemplate | str, tokenizer) -> tuple[str, ...]:
-    """The template's stop strings other than EOS (generation stops at EOS anyway)."""
+    """The template's stop strings that are not single tokens (those end generation as ids,
+    :func:`stop_token_ids`); EOS is left out (generation stops at it anyway)."""
     if template == TOKENIZER:
         return ()
     eos = getattr(tokenizer, "eos_token", None)
-    return tuple(s for s in _expand(template.stop, tokenizer) if s and s != eos)
+    return tuple(s for s in _expand(template.stop, tokenizer)
+                 if s and s != eos and _single_token(s, tokenizer) is None)
+
+
+def stop_token_ids(template: ChatTemplate | str, tokenizer) -> list[int]:
+    """Ids that end a generated answer under ``template``: its stop strings that are single tokens, or,
+    for ``tokenizer``, the first special token the model's chat template writes after an answer
+    (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``). Without them a model whose turn ends with a
+    marker other than its EOS generates to ``max_new_tokens``."""
+    if template == TOKENIZER:
+        return _jinja_end_ids(tokenizer)
+    ids = (_single_token(text, tokenizer) for text in _expand(template.stop, tokenizer) if text)
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def _single_token(text: str, tokenizer) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def _jinja_end_ids(tokenizer) -> list[int]:
+    probe = "PROBE"
+    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}]}
+    try:
+        answer = _tokenizer_pieces(record, tokenizer)[-1].text
+    except TemplateError:
+        return []
+    suffix = answer[answer.index(probe) + len(probe):] if probe in answer else ""
+    special = set(getattr(tokenizer, "all_special_ids", ())) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    return next(([i] for i in tokenizer(suffix, add_special_tokens=False)["input_ids"] if i in special), [])
 
 
 def render_prompt(record: dict, template: ChatTemplate | str, tokenizer=None) -> str:
