@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,11 +15,22 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def trusts_remote_code(folder: Path) -> bool:
+    """Whether the model in ``folder`` was materialised from a registry entry with ``trust_remote_code: true``
+    (its ``source.json``, or the ``base_model.json`` a trained model carries): the only way its Python
+    files may run when it is loaded again."""
+    for name in ("source.json", "base_model.json"):
+        path = Path(folder) / name
+        if path.is_file():
+            return bool(json.loads(path.read_text()).get("trust_remote_code", False))
+    return False
+
+
 def load_tokenizer(folder: Path, padding_side: str = "right"):
     """The folder's tokenizer, with a pad token (EOS when the model has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trusts_remote_code(folder))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
@@ -34,8 +46,9 @@ def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32, adapter: Pa
     from transformers import AutoModelForCausalLM
 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        return AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype).to(device())
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype,
+                                                    trust_remote_code=trusts_remote_code(adapter)).to(device())
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trusts_remote_code(folder))
     if adapter is not None:
         from peft import PeftModel
 

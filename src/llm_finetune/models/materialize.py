@@ -23,6 +23,8 @@ SOURCE_FILE = "source.json"
 
 def materialize(spec: ModelSpec, cache_dir: Path) -> Path:
     """Return a folder holding the model as a transformers checkpoint, building it if needed."""
+    requested_revision = spec.revision
+    spec = spec.pinned()
     fingerprint = spec.fingerprint()
     target = Path(cache_dir) / f"{spec.name}-{fingerprint}"
     if (target / SOURCE_FILE).is_file():
@@ -36,11 +38,14 @@ def materialize(spec: ModelSpec, cache_dir: Path) -> Path:
     builders = {"gguf_package": _from_gguf, "hub": _from_hub, "local": _from_local}
     builders[spec.source](spec, building)
     if spec.chat_template:
-        _override_chat_template(building, spec.chat_template)
+        _override_chat_template(building, spec.chat_template, spec.trust_remote_code)
     shutil.rmtree(target, ignore_errors=True)
     building.rename(target)
     meta = {"name": spec.name, "source": spec.source, "fingerprint": fingerprint,
-            "location": str(spec.locate()), "seconds": round(time.perf_counter() - started, 1)}
+            "location": str(spec.locate()), "seconds": round(time.perf_counter() - started, 1),
+            "trust_remote_code": spec.trust_remote_code}
+    if spec.source == "hub":
+        meta |= {"revision": requested_revision or "main", "commit": spec.revision}
     (target / SOURCE_FILE).write_text(json.dumps(meta, indent=2))
     logger.info("Materialised %s in %.1f s", spec.name, meta["seconds"])
     return target
@@ -83,12 +88,15 @@ def load_every_weight(model, state: dict, origin: str) -> None:
 
 
 def _from_hub(spec: ModelSpec, out: Path) -> None:
-    """Download a Hub checkpoint (needs network) and save it as a local folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Download a Hub checkpoint at its pinned commit (needs network or the HF cache) as a local folder."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    remote = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
     try:
-        model = AutoModelForCausalLM.from_pretrained(spec.repo_id, revision=spec.revision)
-        tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, revision=spec.revision)
+        config = AutoConfig.from_pretrained(spec.repo_id, **remote)
+        spec.check_remote_code({"auto_map": getattr(config, "auto_map", None)}, spec.repo_id)
+        model = AutoModelForCausalLM.from_pretrained(spec.repo_id, **remote)
+        tokenizer = AutoTokenizer.from_pretrained(spec.repo_id, **remote)
     except OSError as err:
         raise OSError(
             f"Could not load {spec.repo_id!r} from the Hugging Face Hub ({err}). Offline? "
@@ -103,10 +111,10 @@ def _from_local(spec: ModelSpec, out: Path) -> None:
     link_tree(spec.locate(), out)
 
 
-def _override_chat_template(folder: Path, template: str) -> None:
+def _override_chat_template(folder: Path, template: str, trust_remote_code: bool) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     tokenizer.chat_template = template
     tokenizer.save_pretrained(folder)
 
@@ -147,7 +155,7 @@ def prepare_base_model(model_name: str, model_registry: dict, cache_dir: Path, *
     Reuses a cached conversion (``reused`` in the record). ``after``: outputs of nodes that
     must run first (the preflight report), so a bad configuration fails before any conversion.
     """
-    spec = ModelSpec.from_registry(model_registry, model_name)
+    spec = ModelSpec.from_registry(model_registry, model_name).pinned()
     reused = (Path(cache_dir) / f"{spec.name}-{spec.fingerprint()}" / SOURCE_FILE).is_file()
     folder = materialize(spec, Path(cache_dir))
     return folder, json.loads((folder / SOURCE_FILE).read_text()) | {"reused": reused}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from llm_finetune.models.loading import device, load_tokenizer
+from llm_finetune.models.loading import device, load_tokenizer, trusts_remote_code
 from llm_finetune.models.tuning import lora_config
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def _classifier(folder: Path, pad_token_id: int):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1, pad_token_id=pad_token_id,
-                                                               dtype=torch.float32)
+                                                               dtype=torch.float32,
+                                                               trust_remote_code=trusts_remote_code(folder))
     model.config.pad_token_id = pad_token_id
     model.config.use_cache = False
     if not hasattr(model, "score"):
@@ -102,7 +103,7 @@ def load_reward_model(folder: Path, precision: str = "fp32", base_model: Path | 
 def _check_sequence_classifier(folder: Path) -> None:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=trusts_remote_code(folder))
     architectures = config.architectures or []
     if not any(name.endswith("ForSequenceClassification") for name in architectures) or config.num_labels != 1:
         raise ValueError(f"{folder} holds {architectures or 'a model'} with {config.num_labels} labels, not a reward "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from llm_finetune.evaluation.reporting import loss_curve
 from llm_finetune.io import ModelBundle
-from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.models.loading import load_tokenizer, trusts_remote_code
 from llm_finetune.provenance import checkpoint_key, package_versions, token_folder_key
 from llm_finetune.tokens.blocks import check_block_settings, document_ids, make_blocks
 from llm_finetune.tokens.store import cache_key, cached, load_rows, load_side_files, store
@@ -33,7 +33,8 @@ def pack_blocks(train_records: list[dict], val_records: list[dict], test_records
     """
     from transformers import AutoConfig
 
-    max_positions = getattr(AutoConfig.from_pretrained(base_model), "max_position_embeddings", None)
+    config = AutoConfig.from_pretrained(base_model, trust_remote_code=trusts_remote_code(base_model))
+    max_positions = getattr(config, "max_position_embeddings", None)
     settings = check_block_settings(pt_params, max_positions)
     tokenizer = load_tokenizer(base_model)
     folders, stats = [], {}
