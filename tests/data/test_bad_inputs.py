@@ -49,6 +49,8 @@ TAGGED = ({"format": "sharegpt", "columns": {"messages": "messages"},
            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
           {"messages": [oa("user", "Hi"), oa("assistant", "Hello")]})
 OPENAI = ({"format": "openai"}, {"messages": [oa("user", "Hi"), oa("assistant", "Hello")]})
+KTO = ({"format": "sharegpt", "columns": {"messages": "messages", "kto_tag": "label"}, "tags": TAGGED[0]["tags"]},
+       {"messages": [oa("user", "Hi"), oa("assistant", "Hello")], "label": True})  # LLaMA-Factory's kto_en_demo
 PROMPT_COMPLETION = ({"format": "prompt_completion"}, {"prompt": "2+2?", "completion": "4"})
 TEXT = ({"format": "text"}, {"text": "Some text."})
 ALPACA_PAIR = ({"format": "alpaca", "ranking": True},
@@ -215,6 +217,12 @@ ROW_DEFECTS = [
     pytest.param(OPENAI, "bad.jsonl",
                  {"messages": [oa("user", "a"), {"role": "assistant", "content": None, "tool_calls": ["get_weather"]}]},
                  "messages[1].tool_calls", "tool call is not an object", id="openai-tool-calls-not-objects"),
+    pytest.param(KTO, "bad.json", KTO[1] | {"label": "maybe"}, "label", "KTO label is not a boolean",
+                 id="kto-label-not-boolean"),
+    pytest.param(KTO, "bad.jsonl", {"messages": KTO[1]["messages"]}, "label", "KTO label is not a boolean",
+                 id="kto-label-missing"),
+    pytest.param(KTO, "bad.jsonl", KTO[1] | {"label": False}, "label", "undesirable answer (KTO label false)",
+                 id="kto-undesirable-never-trained-by-sft"),
     pytest.param(PROMPT_COMPLETION, "bad.json", {"prompt": "2+2?", "completion": ""}, "completion", "empty response",
                  id="prompt-completion-empty-completion"),
     pytest.param(PROMPT_COMPLETION, "bad.json", {"prompt": "2+2?", "completion": 4}, "completion", "not a string",

@@ -36,7 +36,7 @@ def test_data_nodes_on_the_demo_file():
     aligned, quarantined, report = align_records(raw, plan, DATA)
     assert report["datasets"]["demo"] == {"rows_in": 200, "rows_kept": 200, "rows_quarantined": 0,
                                           "quarantined_by_reason": {}, "identical_pairs": 0,
-                                          "undesirable_rows": 0}
+                                          "undesirable_rows": 0, "max_rows": 200, "records_in_source": 1415}
     assert report["total"]["rows_mixed"] == 200 and report["total"]["kind"] == "conversation"
     train, val, test = split_dataset(aligned, {"mode": "ordered", "train_fraction": 0.85, "test_fraction": 0.1,
                                                "seed": 3})

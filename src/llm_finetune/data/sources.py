@@ -46,16 +46,21 @@ class RawFile:
     unreadable: list[dict] = field(default_factory=list)
     lines: list[int | None] | None = None  # line number of each record, for line-oriented files
     files: list[str] | None = None  # file of each record, for folder sources
+    records_in_source: int | None = None  # before a ``max_rows`` cap; None: not capped
 
     def as_dict(self) -> dict:
         return {"origin": self.origin, "file_type": self.file_type, "records": self.records,
-                "lines": self.lines, "files": self.files, "unreadable": self.unreadable}
+                "lines": self.lines, "files": self.files, "unreadable": self.unreadable,
+                "records_in_source": self.records_in_source}
 
     def cap(self, limit: int | None) -> None:
         """Keep the first ``limit`` records, and only the unreadable lines that came before the cut."""
         if not limit or len(self.records) <= int(limit):
             return
         limit = int(limit)
+        self.records_in_source = len(self.records)
+        logger.warning("%s: max_rows = %d keeps %d of %d records (0 / null: all)", self.origin, limit, limit,
+                       len(self.records))
         if self.lines is not None and self.lines[limit] is not None:
             # (file, line) orders records and unreadable lines alike: folder files are read in name order
             cut_file = self.files[limit] if self.files else ""

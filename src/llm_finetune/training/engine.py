@@ -84,7 +84,6 @@ def fit(objective: Objective, train_rows: list[dict], val_rows: list[dict], sett
 
     if not train_rows or not val_rows:
         raise ValueError(f"{objective.name} needs train and val rows, got {len(train_rows)} and {len(val_rows)}")
-    train_rows = train_rows[: settings.max_train_rows] if settings.max_train_rows else train_rows
     precision = resolve_precision(settings.precision)
     set_seed(settings.seed)
     model, trainable, total = objective.build_model(settings, precision)

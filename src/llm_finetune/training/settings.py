@@ -13,10 +13,12 @@ pydantic does the type checks and coercion (a YAML ``1e-3`` read as a string, ``
 from __future__ import annotations
 
 import difflib
+import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+logger = logging.getLogger(__name__)
 METHODS = ("lora", "full", "freeze")
 
 
@@ -58,7 +60,7 @@ class TrainSettings(_Strict):
     attention: str = "auto"  # auto | sdpa | eager | sdpa_fp32 (auto: fp32 attention in bf16 CPU training)
     epochs: float = Field(1, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
-    max_train_rows: int | None = Field(None, ge=1)  # the first N training rows (pairs, blocks); None: all
+    max_train_rows: int | None = Field(None, ge=1)  # the first N samples (pairs, blocks), before packing; None: all
     batch_size: int = Field(8, ge=1)  # rows (pairs for rm / dpo) per micro-batch
     eval_batch_size: int | None = Field(None, ge=1)  # None: batch_size
     gradient_accumulation_steps: int = Field(1, ge=1)
@@ -95,6 +97,35 @@ class TrainSettings(_Strict):
     def as_params(self) -> dict:
         """Plain values, as saved in ``training_params.json`` and hashed into checkpoint keys."""
         return self.model_dump(mode="json")
+
+    def capped(self, rows: list, where: str, unit: str = "rows") -> tuple[list, dict]:
+        """The first ``max_train_rows`` of ``rows`` (samples or pairs, before any packing) and the record
+        ``{max_train_rows, rows_available, rows_used}`` that goes to the stage's stats and MLflow.
+
+        A cap that cuts is logged as a warning with "N of M", so a real run never loses data quietly.
+        """
+        used = list(rows[: self.max_train_rows]) if self.max_train_rows else list(rows)
+        if len(used) < len(rows):
+            logger.warning("%s.max_train_rows = %d: training on %d of %d %s (null: all)", where,
+                           self.max_train_rows, len(used), len(rows), unit)
+        else:
+            logger.info("Training on all %d %s (%s.max_train_rows: %s)", len(rows), unit, where, self.max_train_rows)
+        return used, {"max_train_rows": self.max_train_rows, "rows_available": len(rows), "rows_used": len(used)}
+
+
+def caps_in_effect(settings: TrainSettings, where: str, dataset_plan: list[dict], limits: dict) -> dict:
+    """Every setting of this run that leaves data out, with its value: per-dataset ``max_rows``,
+    ``<where>.max_train_rows`` / ``max_steps`` and ``limits`` (``tokenize.cutoff_len``, evaluation caps;
+    unset ones are left out). Logged as a warning by preflight, before anything is read; the node that
+    applies each cap then logs and records "N of M" (align, tokenize and training stats, in MLflow)."""
+    caps = {f"data.{d['name']}.max_rows": d["max_rows"] for d in dataset_plan if d.get("max_rows")}
+    caps |= {f"{where}.{name}": getattr(settings, name) for name in ("max_train_rows", "max_steps")
+             if getattr(settings, name)}
+    caps |= {name: value for name, value in limits.items() if value}
+    if caps:
+        logger.warning("Caps in effect (each can leave data out; set it to null to lift it): %s",
+                       ", ".join(f"{name}={value}" for name, value in caps.items()))
+    return caps
 
 
 def train_settings(params: dict | None, where: str = "train") -> TrainSettings:

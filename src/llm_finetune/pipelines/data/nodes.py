@@ -50,6 +50,8 @@ def align_records(raw_datasets: dict, dataset_plan: list[dict], data_params: dic
         kept, bad = align_dataset(spec["name"], raw, spec | {"undesirable": data_params.get("undesirable", "quarantine")})
         per_dataset[spec["name"]] = alignment_report(spec["name"], len(raw["records"]) + len(raw["unreadable"]),
                                                       kept, bad, data_params["max_quarantine_share"])
+        if raw.get("records_in_source") is not None:  # a max_rows cap cut the source: say how much
+            per_dataset[spec["name"]] |= {"max_rows": spec["max_rows"], "records_in_source": raw["records_in_source"]}
         aligned[spec["name"]], quarantined = kept, quarantined + bad
     mix = data_params.get("mix") or {}
     records = mix_datasets(aligned, mix.get("strategy", "concat"), mix.get("probabilities"), mix.get("seed", 0),

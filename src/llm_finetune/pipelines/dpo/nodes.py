@@ -42,9 +42,9 @@ def _settings(params: dict) -> tuple[TrainSettings, str]:
     return settings, resolve_precision(settings.precision)
 
 
-def training_pairs(train_pairs: list[dict], settings: TrainSettings) -> list[dict]:
-    """The training pairs, the first ``dpo.train.max_train_rows`` when set."""
-    return train_pairs[: settings.max_train_rows] if settings.max_train_rows else train_pairs
+def training_pairs(train_pairs: list[dict], settings: TrainSettings) -> tuple[list[dict], dict]:
+    """The training pairs, the first ``dpo.train.max_train_rows`` when set, and the cap's record."""
+    return settings.capped(train_pairs, "dpo.train", "pairs")
 
 
 def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_info: dict, start_adapter: Path | None,
@@ -95,7 +95,7 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
 
     check_start_adapter(start_adapter, base_model, base_model_info, tokenize_params)
     settings, precision = _settings(params)
-    train_pairs = training_pairs(train_pairs, settings)
+    train_pairs, cap_record = training_pairs(train_pairs, settings)
     key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
     cached = Path(cache_dir) / f"{key}.json"
     if cached.is_file():
@@ -129,7 +129,7 @@ def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, b
     from llm_finetune.training.engine import fit
 
     settings, precision = _settings(params)
-    train_pairs = training_pairs(train_pairs, settings)
+    train_pairs, cap_record = training_pairs(train_pairs, settings)
     key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
     if reference["key"] != key:
         raise ValueError(f"dpo.reference_logps {reference['key']} belongs to other pairs, models or precision "
@@ -145,7 +145,7 @@ def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, b
     start = {"start_from": "sft" if start_adapter else "base",
              "sft_adapter": str(start_adapter) if start_adapter else None,
              "sft_adapter_sha256": file_digest(start_adapter, ADAPTER_FILES)}
-    info = result.info | {"train_pairs": len(train_pairs), "val_pairs": len(val_pairs)} | start | {
+    info = result.info | cap_record | {"train_pairs": len(train_pairs), "val_pairs": len(val_pairs)} | start | {
         "reference_key": key, "versions": package_versions()}
     saved = stacked_adapter(start_adapter, result.model) if start_adapter else result.model
     files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer),

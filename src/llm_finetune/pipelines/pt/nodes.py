@@ -85,10 +85,10 @@ def train_pt_adapter(train_blocks: Path, val_blocks: Path, base_model: Path, bas
     settings = train_settings(pt_params.get("train"), "pt.train")
     data = {"train": token_folder_key(train_blocks), "val": token_folder_key(val_blocks)}
     folder = Path(checkpoints) / checkpoint_key(data, base_model_info, settings.as_params())
-    result = fit(LanguageModelObjective(base_model), load_rows(train_blocks).to_list(), load_rows(val_blocks).to_list(),
-                 settings, checkpoint_dir=folder,
-                 settings_key="pt.train")
-    info = result.info | {"train_blocks": result.info["train_rows"], "val_blocks": result.info["val_rows"],
+    train_rows, cap_record = settings.capped(load_rows(train_blocks).to_list(), "pt.train", "blocks")
+    result = fit(LanguageModelObjective(base_model), train_rows, load_rows(val_blocks).to_list(), settings,
+                 checkpoint_dir=folder, settings_key="pt.train")
+    info = result.info | cap_record | {"train_blocks": result.info["train_rows"], "val_blocks": result.info["val_rows"],
                           "versions": package_versions()}
     block_keys = ("block_size", "remainder", "cross_document_attention")
     files = {"pretraining.json": {k: pt_params.get(k) for k in block_keys},
@@ -104,6 +104,7 @@ def pt_metrics(before: dict, after: dict, block_stats: dict, train_info: dict, l
                "perplexity_reduction": round(1 - after["perplexity"] / before["perplexity"], 4),
                "test_scored_tokens": after["scored_tokens"], "test_blocks": test["blocks"],
                "train_documents": train["documents"], "train_tokens": train["tokens"], "train_blocks": train["blocks"],
+               "train_blocks_used": train_info.get("rows_used", train["blocks"]),
                "trained_tokens_per_epoch": train["trained_tokens"], "block_size": train["block_size"],
                "dropped_tokens": sum(s["dropped_tokens"] for s in block_stats.values()),
                "padded_tokens": sum(s["padded_tokens"] for s in block_stats.values()),

@@ -37,6 +37,7 @@ def train_rm(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, b
     settings = train_settings(rm_params.get("train"), "rm.train")
     if not train_pairs:
         raise ValueError("rm.train_pairs is empty: no preference pair survived tokenization")
+    train_pairs, cap_record = settings.capped(train_pairs, "rm.train", "pairs")
     tokenizer = load_tokenizer(base_model)
     objective = RewardObjective(base_model, tokenizer.pad_token_id, rm_params.get("margin", 0.0))
     data = {"objective": objective.name, "margin": objective.margin, "pairs": rows_digest([train_pairs, val_pairs], PAIR_IDS)}
@@ -44,7 +45,8 @@ def train_rm(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, b
     result = fit(objective, train_pairs, val_pairs, settings, checkpoint_dir=folder,
                  settings_key="rm.train")
     model = result.model.eval()
-    info = result.info | {"val_pairs": len(val_pairs), "margin": objective.margin, "versions": package_versions()}
+    info = result.info | cap_record | {"train_pairs": len(train_pairs), "val_pairs": len(val_pairs),
+                                       "margin": objective.margin, "versions": package_versions()}
     record = {"base_model": str(Path(base_model).resolve()), "num_labels": 1, "pad_token_id": tokenizer.pad_token_id,
               "reward_index": "length - 1 (the last real token of each sequence)", "precision": info["precision"]}
     files = {TEMPLATE_FILE: saved_template(tokenize_params, tokenizer), "training_params.json": settings.as_params(),
@@ -75,8 +77,9 @@ def evaluate_rm(test_pairs: list[dict], reward_model: Path, base_model: Path, rm
                                                     batch_size, margin)
         metrics["accuracy_gain"] = round(metrics["test"]["accuracy"] - metrics["before_training"]["accuracy"], 4)
     info = json.loads((Path(reward_model) / "train_info.json").read_text())
-    metrics["train"] = {key: info[key] for key in ("global_steps", "train_pairs", "train_runtime_s", "input_tokens_per_s",
-                                                   "final_train_loss", "final_val_accuracy") if key in info}
+    metrics["train"] = {key: info[key] for key in ("global_steps", "train_pairs", "rows_available", "max_train_rows",
+                                                   "train_runtime_s", "input_tokens_per_s", "final_train_loss",
+                                                   "final_val_accuracy") if info.get(key) is not None}
     metrics["precision"] = precision
     logger.info("Reward model on %d held-out pairs: accuracy %.3f (before training %s), mean margin %.3f",
                 metrics["test"]["pairs"], metrics["test"]["accuracy"],

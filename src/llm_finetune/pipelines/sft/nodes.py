@@ -13,7 +13,7 @@ from llm_finetune.models.registry import ModelSpec
 from llm_finetune.provenance import checkpoint_key, package_versions, token_folder_key
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template, settings_from_params
 from llm_finetune.tokens.store import load_rows
-from llm_finetune.training.settings import train_settings
+from llm_finetune.training.settings import caps_in_effect, train_settings
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,11 @@ def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: 
         raise ValueError(f"generate.template {generate_params['template']!r} differs from tokenize.template "
                          f"{tokenize_params['template']!r}: the adapter must generate with its training template")
     settings = train_settings(train_params, "train")
+    caps = caps_in_effect(settings, "train", dataset_plan, {"tokenize.cutoff_len": tokenize_params["cutoff_len"],
+                                                            "generate.max_rows": generate_params.get("max_rows")})
     report = {"model": model_name, "source": spec.source, "template": tokenize_params["template"],
-              "precision": resolve_precision(settings.precision),
+              "precision": resolve_precision(settings.precision), "caps": caps,
+              "trust_remote_code": spec.trust_remote_code,
               "judges": check_judges(judge_params, judge_credentials, model_registry)}
     logger.info("Preflight checks passed: %s", report)
     return report

@@ -12,7 +12,7 @@ from llm_finetune.tokens.blocks import BlockSettings
 from llm_finetune.tokens.pairs import tokenize_pairs
 from llm_finetune.tokens.settings import settings_from_params
 from llm_finetune.training.objectives.dpo import LossSettings
-from llm_finetune.training.settings import train_settings
+from llm_finetune.training.settings import caps_in_effect, train_settings
 
 logger = logging.getLogger(__name__)
 STAGE_KINDS = {"rm": "preference", "dpo": "preference", "pt": "text"}
@@ -35,13 +35,17 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
         spec.locate()
     if kind != "text":
         settings_from_params(tokenize_params)
-    train_settings(stage_params.get("train"), f"{stage}.train")
+    settings = train_settings(stage_params.get("train"), f"{stage}.train")
+    limits = {"tokenize.cutoff_len": tokenize_params["cutoff_len"]} if kind != "text" else {}
+    if stage == "pt":
+        limits["pt.eval.max_blocks"] = (stage_params.get("eval") or {}).get("max_blocks")
     if stage == "dpo":
         LossSettings.from_params(stage_params)
     if stage == "pt":
         BlockSettings.from_params(stage_params)
     report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
-              "datasets": [d["name"] for d in dataset_plan]}
+              "datasets": [d["name"] for d in dataset_plan], "trust_remote_code": spec.trust_remote_code,
+              "caps": caps_in_effect(settings, f"{stage}.train", dataset_plan, limits)}
     logger.info("Preflight checks passed: %s", report)
     return report
 

@@ -16,8 +16,16 @@ from llm_finetune.training.settings import train_settings
 logger = logging.getLogger(__name__)
 
 
+def tokenize_train_split(records: list[dict], base_model: Path, params: dict, train_params: dict,
+                         cache_dir: Path) -> tuple[Path, list[dict], dict]:
+    """:func:`tokenize_split` for training: ``train.max_train_rows`` keeps the first N tokenized samples,
+    before packing (a cap on packed bins would count bins, longest first under ``bfd``); the stats
+    say how many of how many (``rows_available`` / ``rows_used``)."""
+    return tokenize_split(records, base_model, params, train_params, cache_dir, capped=True)
+
+
 def tokenize_split(records: list[dict], base_model: Path, params: dict, train_params: dict,
-                   cache_dir: Path) -> tuple[Path, list[dict], dict]:
+                   cache_dir: Path, capped: bool = False) -> tuple[Path, list[dict], dict]:
     """Tokenize and pack one split (``tokenize.*``), reusing the cached result of identical settings.
 
     Returns the tokenized folder (Arrow rows + quarantine + stats), the quarantined rows and
@@ -25,18 +33,21 @@ def tokenize_split(records: list[dict], base_model: Path, params: dict, train_pa
     """
     tokenizer = load_tokenizer(base_model)
     settings, key_settings = settings_from_params(params, tokenizer)
-    key = cache_key(records, base_model, key_settings)
+    train = train_settings(train_params, "train")
+    cap = train.max_train_rows if capped else None
+    key = cache_key(records, base_model, key_settings | ({"max_train_rows": cap} if capped else {}))
     folder = cached(cache_dir, key)
     if folder is not None:
         quarantined, stats = load_side_files(folder)
         logger.info("Reusing tokenized split %s (same records, tokenizer and settings)", key)
         return folder, quarantined, stats | {"reused": True}
     rows, quarantined = tokenize_records(records, settings, tokenizer)
+    rows, cap_record = train.capped(rows, "train", "samples") if capped else (rows, {})
     packed = pack_rows(rows, params["packing"], settings.cutoff_len)
-    stats = token_stats(rows, quarantined) | {"packing": params["packing"], "training_rows": len(packed),
-                                              "cache_key": key}
-    batch_size = train_settings(train_params, "train").batch_size  # the pad fraction of the batches training will see
-    stats |= padding_stats([len(r["input_ids"]) for r in packed], batch_size, settings.cutoff_len)
+    stats = token_stats(rows, quarantined) | cap_record | {"packing": params["packing"], "training_rows": len(packed),
+                                                           "cache_key": key}
+    # the pad fraction of the batches training will see
+    stats |= padding_stats([len(r["input_ids"]) for r in packed], train.batch_size, settings.cutoff_len)
     logger.info("Tokenized %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
     return store(cache_dir, key, packed, quarantined, stats), quarantined, stats | {"reused": False}
 
