@@ -80,7 +80,8 @@ def check_start_adapter(start_adapter: Path | None, base_model: Path, base_model
 
 def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, base_model_info: dict,
                     tokenize_params: dict, params: dict, cache_dir: Path, start_adapter: Path | None = None) -> dict:
-    """Log-probs of every train and val pair under the start model, computed once per key.
+    """Log-probs of every train and val pair under the start model, computed once per key (none for the
+    reference-free ``orpo`` / ``simpo``: the record then says so and no model is loaded).
 
     Args:
         train_pairs, val_pairs: tokenized pairs (``dpo.{train,val}_pairs``).
@@ -97,6 +98,11 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
     settings, precision = _settings(params)
     train_pairs, cap_record = training_pairs(train_pairs, settings)
     key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
+    loss = LossSettings.from_params(params)
+    if not loss.needs_reference:
+        logger.info("dpo.loss_type %s is reference-free: no reference pass", loss.loss_type)
+        return {"key": key, "reference_free": True, "loss_type": loss.loss_type,
+                "start_from": "sft" if start_adapter else "base", "train": None, "val": None}
     cached = Path(cache_dir) / f"{key}.json"
     if cached.is_file():
         logger.info("Reusing reference log-probs %s (same pairs, base model, start adapter and precision)", key)
@@ -134,8 +140,11 @@ def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, b
     if reference["key"] != key:
         raise ValueError(f"dpo.reference_logps {reference['key']} belongs to other pairs, models or precision "
                          f"(expected {key}): run the dpo.compute_reference_logps node again")
-    tokenizer = load_tokenizer(base_model)
     loss = LossSettings.from_params(params)
+    if reference.get("reference_free") and loss.needs_reference:
+        raise ValueError(f"dpo.reference_logps was made for a reference-free loss; dpo.loss_type {loss.loss_type!r} "
+                         "needs reference log-probs: run the dpo.compute_reference_logps node again")
+    tokenizer = load_tokenizer(base_model)
     objective = PreferenceObjective(base_model, start_adapter, loss, tokenizer.pad_token_id)
     folder = Path(checkpoints) / checkpoint_key({"reference": key, "loss": loss.__dict__}, base_model_info,
                                                 settings.as_params())
@@ -162,7 +171,9 @@ def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, tr
     adapter and the DPO adapter are compared on one scale: the share of test pairs where
     ``β·(log π(chosen) - log π_base(chosen)) > β·(log π(rejected) - log π_base(rejected))``.
     The base model itself scores 0 there (every pair a tie). ``tuned_vs_start`` holds the loss and
-    metrics against the DPO reference (the start model), as TRL's evaluation reports them.
+    metrics against the DPO reference (the start model), as TRL's evaluation reports them. Every
+    loss type is reported on this DPO scale, so ``sigmoid``, ``orpo`` and ``simpo`` adapters compare in
+    one table; a reference-free loss adds ``objective``: its own loss and rewards (``β·mean log-prob``).
     """
     import torch
 
@@ -183,9 +194,13 @@ def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, tr
     base = logps(None)
     start = logps(start_adapter) if start_adapter else base
     tuned = logps(dpo_adapter)
-    report = {"start": preference_report(start, base, test_pairs, settings),
-              "tuned": preference_report(tuned, base, test_pairs, settings),
-              "tuned_vs_start": preference_report(tuned, start, test_pairs, settings)}
+    scale = settings if settings.needs_reference else LossSettings("sigmoid", settings.beta)
+    report = {"start": preference_report(start, base, test_pairs, scale),
+              "tuned": preference_report(tuned, base, test_pairs, scale),
+              "tuned_vs_start": preference_report(tuned, start, test_pairs, scale)}
+    if not settings.needs_reference:
+        report["objective"] = {name: preference_report(values, None, test_pairs, settings)
+                               for name, values in (("start", start), ("tuned", tuned))}
     gain = report["tuned"]["rewards/accuracies"] - report["start"]["rewards/accuracies"]
     metrics = {"start_from": "sft" if start_adapter else "base", "loss_type": settings.loss_type,
                "beta": settings.beta, "test_pairs": len(test_pairs), **report, "reward_accuracy_gain": round(gain, 6),

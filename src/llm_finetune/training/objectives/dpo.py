@@ -1,8 +1,10 @@
-"""Direct preference optimisation on tokenized pairs: DPO (sigmoid), IPO and hinge losses, with LoRA.
+"""Preference optimisation on tokenized pairs, with LoRA: DPO (sigmoid), IPO and hinge against a
+reference, and the reference-free ORPO and SimPO.
 
 The recipe reads top to bottom: build the policy (the start model with a fresh LoRA) ->
 reference log-probs once, with the LoRA disabled (the start model itself: no second copy in
-memory; the pipeline persists them and reruns reuse them) -> fit -> held-out report.
+memory; the pipeline persists them and reruns reuse them; ORPO and SimPO skip this pass) -> fit ->
+held-out report.
 
 Definitions, as in TRL 1.16's ``DPOTrainer`` (``tests/training/objectives/test_dpo_parity_trl.py`` pins them):
 
@@ -16,6 +18,15 @@ Definitions, as in TRL 1.16's ``DPOTrainer`` (``tests/training/objectives/test_d
   (TRL divides each side by its labelled tokens);
 * rewards ``β·logratio``; accuracy: share of pairs whose chosen reward beats the rejected one
   (a tie counts as wrong); margin: chosen minus rejected reward.
+
+Reference-free, on each side's *mean* log-prob per labelled token ``avg`` (TRL 1.16's experimental
+``ORPOTrainer`` and ``CPOTrainer(loss_type="simpo")``, pinned by ``test_orpo_simpo_parity_trl.py``):
+
+* ``orpo``: ``log_odds = (avg_c - avg_r) - (log(1 - e^avg_c) - log(1 - e^avg_r))``; loss
+  ``NLL(chosen) - β·mean(log σ(log_odds))``, the NLL a token mean over the chosen answers' labelled
+  tokens (the paper's and LLaMA-Factory's SFT term; TRL's also counts the prompt tokens);
+* ``simpo``: ``-log σ(β·(avg_c - avg_r) - γ)`` (with ``label_smoothing`` as for sigmoid), no SFT term;
+* rewards ``β·avg`` per side.
 
 The batch loss is the mean over its pairs (under gradient accumulation, the mean of the
 micro-batch means). Training is the shared engine (:mod:`llm_finetune.training.engine`); this
@@ -41,19 +52,23 @@ from llm_finetune.training.numerics import sequence_logps
 from llm_finetune.training.objectives import Objective
 
 logger = logging.getLogger(__name__)
-LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+REFERENCE_FREE = ("orpo", "simpo")
+LOSS_TYPES = ("sigmoid", "ipo", "hinge", *REFERENCE_FREE)
 PAIR_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
                 "logps/rejected")
+ORPO_METRICS = ("nll_loss", "log_odds_ratio", "log_odds_chosen")
 PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels")
 
 
 @dataclass(frozen=True)
 class LossSettings:
-    """``dpo.loss_type``, ``dpo.beta`` and ``dpo.label_smoothing`` (sigmoid only), checked."""
+    """``dpo.loss_type``, ``dpo.beta``, ``dpo.label_smoothing`` (sigmoid / simpo) and ``dpo.gamma``
+    (SimPO's target margin), checked."""
 
     loss_type: str = "sigmoid"
     beta: float = 0.1
     label_smoothing: float = 0.0
+    gamma: float = 0.5
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -62,12 +77,25 @@ class LossSettings:
             raise ValueError(f"dpo.beta must be positive, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"dpo.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss_type != "sigmoid":
-            raise ValueError(f"dpo.label_smoothing applies to the sigmoid loss only, not {self.loss_type!r}")
+        if self.label_smoothing and self.loss_type not in ("sigmoid", "simpo"):
+            raise ValueError(f"dpo.label_smoothing applies to the sigmoid and simpo losses, not {self.loss_type!r}")
+        if self.gamma < 0:
+            raise ValueError(f"dpo.gamma must be >= 0, got {self.gamma}")
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss compares with a reference model (DPO, IPO, hinge) or not (ORPO, SimPO)."""
+        return self.loss_type not in REFERENCE_FREE
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return PAIR_METRICS + (ORPO_METRICS if self.loss_type == "orpo" else ())
 
     @classmethod
     def from_params(cls, params: dict) -> LossSettings:
-        return cls(params["loss_type"], float(params["beta"]), float(params.get("label_smoothing") or 0.0))
+        gamma = params.get("gamma")
+        return cls(params["loss_type"], float(params["beta"]), float(params.get("label_smoothing") or 0.0),
+                   0.5 if gamma is None else float(gamma))
 
 
 # ---- batches and log-probs ----
@@ -107,10 +135,15 @@ def pair_logps(model, pairs: list[dict], pad_token_id: int, precision: str = "fp
 
 
 # ---- losses and metrics ----
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - e^x)`` for ``x < 0``, stable on both sides of ``-ln 2`` (Mächler's two forms)."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
 def preference_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Tensor, settings: LossSettings,
                     chosen_tokens: torch.Tensor | None = None,
                     rejected_tokens: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pair loss of ``settings.loss_type`` (see the module docstring); ipo needs the token counts."""
+    """Per-pair loss of a reference loss type (see the module docstring); ipo needs the token counts."""
     beta = settings.beta
     if settings.loss_type == "ipo":
         if chosen_tokens is None or rejected_tokens is None:
@@ -124,37 +157,70 @@ def preference_loss(chosen_logratios: torch.Tensor, rejected_logratios: torch.Te
     return -(1 - smoothing) * F.logsigmoid(beta * delta) - smoothing * F.logsigmoid(-beta * delta)
 
 
-def pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> dict[str, torch.Tensor]:
+def reference_free_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen_tokens: torch.Tensor,
+                        rejected_tokens: torch.Tensor, settings: LossSettings
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Batch loss of ``orpo`` / ``simpo`` from the policy's summed log-probs and its per-pair metrics."""
+    beta = settings.beta
+    chosen_avg = chosen_logps.float() / chosen_tokens.clamp(min=1)
+    rejected_avg = rejected_logps.float() / rejected_tokens.clamp(min=1)
+    metrics = reward_metrics(beta * chosen_avg.detach(), beta * rejected_avg.detach(), chosen_avg, rejected_avg)
+    if settings.loss_type == "simpo":
+        logits = beta * (chosen_avg - rejected_avg) - settings.gamma
+        smoothing = settings.label_smoothing
+        losses = -(1 - smoothing) * F.logsigmoid(logits) - smoothing * F.logsigmoid(-logits)
+        return losses.mean(), metrics
+    log_odds = (chosen_avg - rejected_avg) - (log1mexp(chosen_avg) - log1mexp(rejected_avg))
+    ratio = F.logsigmoid(log_odds)
+    nll = -chosen_logps.float().sum() / chosen_tokens.sum().clamp(min=1)
+    count = len(chosen_logps)
+    metrics |= {"nll_loss": nll.detach().expand(count), "log_odds_ratio": ratio.detach(),
+                "log_odds_chosen": log_odds.detach()}
+    return nll - beta * ratio.mean(), metrics
+
+
+def reward_metrics(chosen_rewards, rejected_rewards, chosen_logps, rejected_logps) -> dict[str, torch.Tensor]:
     """Per-pair rewards, accuracies, margins and log-probs (the names TRL logs)."""
-    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
-    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
     return {"rewards/chosen": chosen_rewards, "rewards/rejected": rejected_rewards,
             "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
             "rewards/margins": chosen_rewards - rejected_rewards,
-            "logps/chosen": policy_chosen.detach(), "logps/rejected": policy_rejected.detach()}
+            "logps/chosen": chosen_logps.detach(), "logps/rejected": rejected_logps.detach()}
 
 
-def batch_loss(logps: torch.Tensor, tokens: torch.Tensor, ref_logps: torch.Tensor,
+def pair_metrics(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta: float) -> dict[str, torch.Tensor]:
+    """Per-pair metrics of a reference loss: rewards ``β·(policy - reference)``."""
+    return reward_metrics(beta * (policy_chosen - ref_chosen).detach(), beta * (policy_rejected - ref_rejected).detach(),
+                          policy_chosen, policy_rejected)
+
+
+def batch_loss(logps: torch.Tensor, tokens: torch.Tensor, ref_logps: torch.Tensor | None,
                settings: LossSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean loss of a ``collate_pairs`` batch (chosen rows first) and its per-pair metrics."""
     n = len(logps) // 2
+    if not settings.needs_reference:
+        return reference_free_loss(logps[:n], logps[n:], tokens[:n], tokens[n:], settings)
     ref_logps = ref_logps.to(logps.device, logps.dtype)
     losses = preference_loss(logps[:n] - ref_logps[:n], logps[n:] - ref_logps[n:], settings, tokens[:n], tokens[n:])
     return losses.mean(), pair_metrics(logps[:n], logps[n:], ref_logps[:n], ref_logps[n:], settings.beta)
 
 
-def preference_report(policy: dict, reference: dict, pairs: list[dict], settings: LossSettings) -> dict[str, float]:
-    """Mean loss and pair metrics of ``policy`` against ``reference`` log-probs (``pair_logps`` dicts)."""
+def preference_report(policy: dict, reference: dict | None, pairs: list[dict],
+                      settings: LossSettings) -> dict[str, float]:
+    """Mean loss and pair metrics of ``policy`` log-probs (``pair_logps`` dicts): against ``reference``
+    for a reference loss; a reference-free loss ignores it."""
     def values(side: dict, key: str) -> torch.Tensor:
         return torch.tensor(side[key], dtype=torch.float64)
 
     def tokens(key: str) -> torch.Tensor:
         return torch.tensor([sum(x != IGNORE_INDEX for x in p[f"{key}_labels"][1:]) for p in pairs])
 
-    pc, pr, rc, rr = values(policy, "chosen"), values(policy, "rejected"), values(reference, "chosen"), values(
-        reference, "rejected")
-    loss = preference_loss(pc - rc, pr - rr, settings, tokens("chosen"), tokens("rejected")).mean()
-    metrics = pair_metrics(pc, pr, rc, rr, settings.beta)
+    pc, pr = values(policy, "chosen"), values(policy, "rejected")
+    if not settings.needs_reference:
+        loss, metrics = reference_free_loss(pc, pr, tokens("chosen"), tokens("rejected"), settings)
+    else:
+        rc, rr = values(reference, "chosen"), values(reference, "rejected")
+        loss = preference_loss(pc - rc, pr - rr, settings, tokens("chosen"), tokens("rejected")).mean()
+        metrics = pair_metrics(pc, pr, rc, rr, settings.beta)
     return {"loss": round(loss.item(), 6)} | {name: round(value.mean().item(), 6) for name, value in metrics.items()}
 
 
@@ -181,8 +247,10 @@ def build_policy(base_model: Path, start_adapter: Path | None, lora: dict, preci
     return model
 
 
-def with_reference(pairs: list[dict], reference: dict) -> list[dict]:
-    """Training rows: each pair's token fields and its reference log-probs."""
+def with_reference(pairs: list[dict], reference: dict | None) -> list[dict]:
+    """Training rows: each pair's token fields and its reference log-probs (none for a reference-free loss)."""
+    if reference is None:
+        return [{k: p[k] for k in PAIR_KEYS} for p in pairs]
     if len(reference["chosen"]) != len(pairs):
         raise ValueError(f"{len(pairs)} pairs but {len(reference['chosen'])} reference log-probs")
     return [{k: p[k] for k in PAIR_KEYS} | {"ref_chosen": c, "ref_rejected": r}
@@ -190,14 +258,15 @@ def with_reference(pairs: list[dict], reference: dict) -> list[dict]:
 
 
 class PreferenceObjective(Objective):
-    """DPO / IPO / hinge on pairs that carry their reference log-probs (:func:`with_reference`)."""
+    """DPO / IPO / hinge on pairs that carry their reference log-probs (:func:`with_reference`), or the
+    reference-free ORPO / SimPO on pairs alone."""
 
     name = "dpo"
-    metric_names = PAIR_METRICS
 
     def __init__(self, base_model: Path, start_adapter: Path | None, settings: LossSettings, pad_token_id: int):
         self.base_model, self.start_adapter = Path(base_model), start_adapter
         self.settings, self.pad_token_id = settings, pad_token_id
+        self.metric_names = settings.metric_names
 
     def build_model(self, settings, precision: str):
         model = build_policy(self.base_model, self.start_adapter, settings.lora.model_dump(), precision)
@@ -212,7 +281,7 @@ class PreferenceObjective(Objective):
 
     def loss(self, model, batch: dict, num_items_in_batch=None):
         logps, tokens = sequence_logps(model, batch)
-        return batch_loss(logps, tokens, batch["ref_logps"], self.settings)
+        return batch_loss(logps, tokens, batch.get("ref_logps"), self.settings)
 
     def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
         last_val = next(row for row in reversed(history) if row["split"] == "val")
