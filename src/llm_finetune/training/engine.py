@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
 from llm_finetune.models.precision import compute_context, resolve_precision
@@ -156,7 +157,9 @@ class ObjectiveTrainer(Trainer):
     """``Trainer`` whose loss, batches and metrics are the objective's, with our length-grouped sampler.
 
     Per-example metrics returned by the objective's loss are summed and averaged per example into
-    each train / eval log (``<name>`` / ``eval_<name>``).
+    each train / eval log (``<name>`` / ``eval_<name>``); a metric no example had in a window (KTO's
+    ``rewards/rejected`` in an all-desirable window) is left out of that log. An objective with
+    ``sequential = True`` is read in row order (its batches are fixed by the data).
     """
 
     def __init__(self, *args, objective: Objective, length_grouped: bool, **kwargs):
@@ -167,6 +170,8 @@ class ObjectiveTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(self.objective, "sequential", False):  # batches fixed by the data (KTO's KL partners)
+            return SequentialSampler(dataset)
         if not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
         return ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
@@ -192,6 +197,6 @@ class ObjectiveTrainer(Trainer):
         mode, prefix = ("eval", "eval_") if "eval_loss" in logs else ("train", "") if "loss" in logs else (None, "")
         if mode:
             logs |= {f"{prefix}{name}": round(total / count, 6)
-                     for name, (total, count) in self.metric_sums[mode].items()}
+                     for name, (total, count) in self.metric_sums[mode].items() if count}
             self.metric_sums[mode] = {}
         super().log(logs, start_time)
