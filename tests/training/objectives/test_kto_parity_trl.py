@@ -17,9 +17,9 @@ import torch
 from llm_finetune.tokens.conversations import TokenizeSettings
 from llm_finetune.tokens.labelled import split_completion, tokenize_labelled, with_kl_partners
 from llm_finetune.tokens.templates import load_template
+from llm_finetune.training.numerics import sequence_logps
 from llm_finetune.training.objectives.dpo import build_policy
 from llm_finetune.training.objectives.kto import KtoSettings, collate_labelled, kto_loss, labelled_logps
-from llm_finetune.training.numerics import sequence_logps
 from tests.training.objectives.test_dpo import LORA, perturb_lora
 from tests.training.objectives.test_kto import labelled_records
 

@@ -9,10 +9,7 @@ evaluation and export load it like an SFT adapter.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import time
 from pathlib import Path
 
 from llm_finetune.io import ModelBundle
@@ -30,11 +27,12 @@ from llm_finetune.training.objectives.dpo import (
     preference_report,
     with_reference,
 )
+from llm_finetune.training.reference import ADAPTER_FILES, cached_reference, check_start_adapter
+from llm_finetune.training.reference import reference_key as shared_reference_key
 from llm_finetune.training.settings import TrainSettings, train_settings
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the reference computation changes, so old caches are not reused
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def _settings(params: dict) -> tuple[TrainSettings, str]:
@@ -50,32 +48,8 @@ def training_pairs(train_pairs: list[dict], settings: TrainSettings) -> tuple[li
 def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_info: dict, start_adapter: Path | None,
                   settings: TrainSettings, precision: str) -> str:
     """What the reference log-probs depend on: pairs, base model, starting adapter, numerics."""
-    digest = hashlib.sha256(json.dumps({
-        "format": FORMAT_VERSION, "base": base_model_info.get("fingerprint"), "precision": precision,
-        "attention": settings.attention, "start": file_digest(start_adapter, ADAPTER_FILES),
-        "pairs": rows_digest([train_pairs, val_pairs], PAIR_KEYS),
-    }, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
-def check_start_adapter(start_adapter: Path | None, base_model: Path, base_model_info: dict,
-                        tokenize_params: dict) -> None:
-    """A starting SFT adapter must be a LoRA of this base model, trained with this template."""
-    if start_adapter is None:
-        return
-    folder = Path(start_adapter)
-    if not (folder / "adapter_config.json").is_file():
-        raise ValueError(f"{folder} holds a fully fine-tuned model, not a LoRA adapter: dpo_sft starts from LoRA "
-                         "SFT adapters (train.method: lora)")
-    trained_on = json.loads((folder / "base_model.json").read_text()).get("fingerprint")
-    if trained_on != base_model_info.get("fingerprint"):
-        raise ValueError(f"the SFT adapter {folder} was trained on base model {trained_on}, dpo uses "
-                         f"{base_model_info.get('name')} ({base_model_info.get('fingerprint')})")
-    saved = json.loads((folder / TEMPLATE_FILE).read_text())
-    current = saved_template(tokenize_params, load_tokenizer(base_model))
-    if saved["source"] != current["source"]:
-        raise ValueError(f"the SFT adapter {folder} was trained with template {saved['template']!r}, the dpo pairs "
-                         f"use {tokenize_params['template']!r}: set tokenize.template={saved['template']}")
+    return shared_reference_key({"format": FORMAT_VERSION, "pairs": rows_digest([train_pairs, val_pairs], PAIR_KEYS)},
+                                base_model_info, start_adapter, settings.attention, precision)
 
 
 def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, base_model_info: dict,
@@ -94,34 +68,26 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
     """
     from llm_finetune.training.attention import use_training_attention
 
-    check_start_adapter(start_adapter, base_model, base_model_info, tokenize_params)
+    check_start_adapter(start_adapter, base_model, base_model_info, tokenize_params, "dpo")
     settings, precision = _settings(params)
-    train_pairs, cap_record = training_pairs(train_pairs, settings)
+    train_pairs, _ = training_pairs(train_pairs, settings)
     key = reference_key(train_pairs, val_pairs, base_model_info, start_adapter, settings, precision)
     loss = LossSettings.from_params(params)
     if not loss.needs_reference:
         logger.info("dpo.loss_type %s is reference-free: no reference pass", loss.loss_type)
         return {"key": key, "reference_free": True, "loss_type": loss.loss_type,
                 "start_from": "sft" if start_adapter else "base", "train": None, "val": None}
-    cached = Path(cache_dir) / f"{key}.json"
-    if cached.is_file():
-        logger.info("Reusing reference log-probs %s (same pairs, base model, start adapter and precision)", key)
-        return json.loads(cached.read_text()) | {"reused": True}
-    started = time.perf_counter()
-    model = build_policy(base_model, start_adapter, settings.lora.model_dump(), precision)
-    use_training_attention(model, settings.attention, precision)  # the numerics training will see
-    pad = load_tokenizer(base_model).pad_token_id
-    splits = {name: pair_logps(model, pairs, pad, precision, params["reference_batch_size"], reference=True)
-              for name, pairs in (("train", train_pairs), ("val", val_pairs))}
-    content = {"key": key, "start_from": "sft" if start_adapter else "base", "precision": precision,
-               "pairs": {name: len(values["chosen"]) for name, values in splits.items()},
-               "seconds": round(time.perf_counter() - started, 1)} | splits
-    logger.info("Reference log-probs %s: %s pairs in %.1f s", key, content["pairs"], content["seconds"])
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    scratch = cached.with_suffix(".partial")
-    scratch.write_text(json.dumps(content))
-    scratch.rename(cached)
-    return content | {"reused": False}
+
+    def compute() -> dict:
+        model = build_policy(base_model, start_adapter, settings.lora.model_dump(), precision)
+        use_training_attention(model, settings.attention, precision)  # the numerics training will see
+        pad = load_tokenizer(base_model).pad_token_id
+        splits = {name: pair_logps(model, pairs, pad, precision, params["reference_batch_size"], reference=True)
+                  for name, pairs in (("train", train_pairs), ("val", val_pairs))}
+        return {"start_from": "sft" if start_adapter else "base", "precision": precision,
+                "pairs": {name: len(values["chosen"]) for name, values in splits.items()}} | splits
+
+    return cached_reference(cache_dir, key, compute)
 
 
 def train_dpo(train_pairs: list[dict], val_pairs: list[dict], reference: dict, base_model: Path,

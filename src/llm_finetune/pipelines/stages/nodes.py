@@ -1,4 +1,4 @@
-"""Nodes shared by the rm / dpo / pt stages: a preflight per data kind and pair tokenization."""
+"""Nodes shared by the rm / dpo / kto / pt stages: a preflight per data kind, pair and labelled-row tokenization."""
 
 from __future__ import annotations
 
@@ -9,27 +9,35 @@ from pathlib import Path
 from llm_finetune.models.loading import load_tokenizer
 from llm_finetune.models.registry import ModelSpec
 from llm_finetune.tokens.blocks import BlockSettings
+from llm_finetune.tokens.labelled import tokenize_labelled
 from llm_finetune.tokens.pairs import tokenize_pairs
 from llm_finetune.tokens.settings import settings_from_params
 from llm_finetune.training.objectives.dpo import LossSettings
+from llm_finetune.training.objectives.kto import KtoSettings
 from llm_finetune.training.settings import caps_in_effect, train_settings
 
 logger = logging.getLogger(__name__)
-STAGE_KINDS = {"rm": "preference", "dpo": "preference", "pt": "text"}
+STAGE_KINDS = {"rm": "preference", "dpo": "preference", "kto": "labelled", "pt": "text"}
+# record kinds a stage's data may hold: kto reads labelled conversations (kto_tag) or preference pairs
+ACCEPTED_KINDS = {"preference": ("preference",), "labelled": ("conversation", "preference"), "text": ("text",)}
 
 
 def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model_registry: dict,
-                    tokenize_params: dict, stage_params: dict) -> dict:
+                    tokenize_params: dict, stage_params: dict, data_params: dict | None = None) -> dict:
     """Fail before anything expensive: the data kind, the model entry, the template, the stage's settings.
 
-    ``stage_params``: the stage's block (``rm``, ``dpo``, ``pt``); its ``train`` settings are
+    ``stage_params``: the stage's block (``rm``, ``dpo``, ``kto``, ``pt``); its ``train`` settings are
     validated (unknown keys named with the nearest known one), and the objective's own settings.
+    ``data_params``: the stage's data block (``kto_data`` must keep the undesirable rows).
     """
     kind = STAGE_KINDS[stage]
-    wrong = [f"{d['name']} ({d['kind']})" for d in dataset_plan if d["kind"] != kind]
+    wrong = [f"{d['name']} ({d['kind']})" for d in dataset_plan if d["kind"] not in ACCEPTED_KINDS[kind]]
     if wrong:
         raise ValueError(f"{stage} trains on {kind} data; {stage}_data.datasets holds {', '.join(wrong)}. "
                          f"Choose {kind} datasets, e.g. --params \"{stage}_data.datasets=<name>\".")
+    if kind == "labelled" and (data_params or {}).get("undesirable", "quarantine") != "keep":
+        raise ValueError(f"{stage} learns from the undesirable rows too: set {stage}_data.undesirable: keep "
+                         "(quarantine is for stages that train on every answer they see, as sft does)")
     spec = ModelSpec.from_registry(model_registry, model_name)
     if spec.source != "hub":
         spec.locate()
@@ -41,6 +49,8 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
         limits["pt.eval.max_blocks"] = (stage_params.get("eval") or {}).get("max_blocks")
     if stage == "dpo":
         LossSettings.from_params(stage_params)
+    if stage == "kto":
+        KtoSettings.from_params(stage_params)
     if stage == "pt":
         BlockSettings.from_params(stage_params)
     report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
@@ -64,3 +74,19 @@ def tokenize_pair_split(records: list[dict], base_model: Path, tokenize_params: 
         stats[f"mean_{side}_tokens"] = round(sum(lengths) / len(lengths), 1) if lengths else 0
     logger.info("Tokenized pairs %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
     return pairs, quarantined, stats
+
+
+def tokenize_labelled_split(records: list[dict], base_model: Path, tokenize_params: dict) -> tuple[list, list, dict]:
+    """Tokenize one split of KTO records: ``(rows, quarantined, stats)`` (rows are never packed)."""
+    tokenizer = load_tokenizer(base_model)
+    settings, _ = settings_from_params(tokenize_params, tokenizer)
+    rows, quarantined = tokenize_labelled(records, settings, tokenizer)
+    desirable = sum(row["label"] for row in rows)
+    stats = {"records_in": len(records), "rows": len(rows), "desirable": desirable,
+             "undesirable": len(rows) - desirable, "from_pairs": sum(row["pair"] is not None for row in rows),
+             "quarantined": len(quarantined), "quarantined_by_reason": dict(Counter(q["reason"] for q in quarantined)),
+             "truncated": sum(row["truncated"] for row in rows), "template": tokenize_params["template"],
+             "cutoff_len": settings.cutoff_len,
+             "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1) if rows else 0}
+    logger.info("Tokenized labelled rows %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
+    return [{k: v for k, v in row.items() if k != "turns_dropped"} for row in rows], quarantined, stats

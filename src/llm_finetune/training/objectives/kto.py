@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.labelled import labelled_length
