@@ -43,13 +43,15 @@ class KillAfterSave(TrainerCallback):
 def objective_for(kind: str, model_dir: str):
     from llm_finetune.models.loading import load_tokenizer
     from llm_finetune.training.objectives.dpo import LossSettings, PreferenceObjective
+    from llm_finetune.training.objectives.kto import KtoObjective, KtoSettings
     from llm_finetune.training.objectives.language_model import LanguageModelObjective
     from llm_finetune.training.objectives.reward import RewardObjective
 
     pad = load_tokenizer(model_dir).pad_token_id
     return {"language_model": lambda: LanguageModelObjective(model_dir),
             "reward": lambda: RewardObjective(model_dir, pad),
-            "dpo": lambda: PreferenceObjective(model_dir, None, LossSettings(), pad)}[kind]()
+            "dpo": lambda: PreferenceObjective(model_dir, None, LossSettings(), pad),
+            "kto": lambda: KtoObjective(model_dir, None, KtoSettings(beta=0.5), pad)}[kind]()
 
 
 def run(kind: str, rows: dict, model_dir: str, params: dict, checkpoint_dir, callbacks=()):
@@ -70,8 +72,11 @@ def trained_state(model) -> dict:
 @pytest.fixture(scope="module")
 def rows(tiny_model_dir, tiny_tokenizer):
     """24 train / 6 val rows per objective: 6 steps per epoch, 12 in all (a kill at step 8 is mid-epoch 2)."""
+    from llm_finetune.tokens.labelled import tokenize_labelled, with_kl_partners
     from llm_finetune.training.objectives.dpo import build_policy, pair_logps, with_reference
+    from llm_finetune.training.objectives.kto import labelled_logps
     from tests.training.objectives.test_dpo import preference_pairs
+    from tests.training.objectives.test_kto import labelled_records
 
     demo = json.loads(DEMO_DATA.read_text())[:30]
     records = [alpaca_record(r["instruction"], r["output"], r["input"]) for r in demo]
@@ -81,14 +86,20 @@ def rows(tiny_model_dir, tiny_tokenizer):
                           "fp32")
     references = pair_logps(policy, pairs, tiny_tokenizer.pad_token_id, reference=True)
     dpo = with_reference(pairs, references)
+    labelled, _ = tokenize_labelled(labelled_records(30), TokenizeSettings(load_template("alpaca"), 128), tiny_tokenizer)
+    labelled = with_kl_partners(labelled[:24], 4, 128) + with_kl_partners(labelled[24:], 4, 128)
+    kto_reference = labelled_logps(policy, labelled, tiny_tokenizer.pad_token_id, reference=True)
+    kto = [{k: r[k] for k in ("input_ids", "labels", "kl_input_ids", "kl_labels", "label")} | {"ref_logp": a, "ref_kl_logp": b}
+           for r, a, b in zip(labelled, kto_reference["logps"], kto_reference["kl_logps"])]
     return {"language_model": {"train": tokens[:24], "val": tokens[24:]},
-            "reward": {"train": pairs[:24], "val": pairs[24:]}, "dpo": {"train": dpo[:24], "val": dpo[24:]}}
+            "reward": {"train": pairs[:24], "val": pairs[24:]}, "dpo": {"train": dpo[:24], "val": dpo[24:]},
+            "kto": {"train": kto[:24], "val": kto[24:]}}
 
 
 @pytest.mark.parametrize("kind, params, kill_at, stops_at", [
-    ("language_model", PARAMS, 8, 12), ("reward", PARAMS, 8, 12), ("dpo", PARAMS, 8, 12),
+    ("language_model", PARAMS, 8, 12), ("reward", PARAMS, 8, 12), ("dpo", PARAMS, 8, 12), ("kto", PARAMS, 8, 12),
     ("language_model", EARLY, 6, 8), ("reward", EARLY, 6, 8),
-], ids=["sft", "reward", "dpo", "sft-early-stopping", "reward-early-stopping"])
+], ids=["sft", "reward", "dpo", "kto", "sft-early-stopping", "reward-early-stopping"])
 def test_killed_run_resumes_to_the_same_weights_and_losses(kind, params, kill_at, stops_at, rows, tiny_model_dir,
                                                            tmp_path):
     data = rows[kind]
