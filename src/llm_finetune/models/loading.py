@@ -54,3 +54,10 @@ def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32, adapter: Pa
 
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     return model.to(device())
+
+
+def load_scoring_model(folder: Path, adapter: Path | None, precision: str):
+    """The model to score held-out rows with: ``folder`` with ``adapter`` merged in fp32 (exact), then cast
+    to bf16 when scoring in ``bf16`` (the precision training used)."""
+    model = load_causal_lm(folder, dtype=torch.float32, adapter=adapter)
+    return model.to(torch.bfloat16) if precision == "bf16" else model

@@ -20,7 +20,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.tokens.packing import in_length_order
 
 # model_type values whose CausalLM forward is decoder -> lm_head(hidden) [-> final soft-cap], with no extra
 # loss terms (mixture-of-experts models add a router loss, so they are not listed)
@@ -76,3 +78,18 @@ def sequence_logps(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     rows = trained.nonzero()[:, 0]
     sums = torch.zeros(len(targets), dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, rows, token_logps), trained.sum(dim=1)
+
+
+@torch.no_grad()
+def scored_in_length_order(model, items: list, lengths: list[int], batch_size: int, precision: str, score,
+                           reference: bool = False) -> list:
+    """``score(batch_items)`` over ``items`` batched by length (:func:`in_length_order`), one result per item in
+    their order: the model in eval mode under the precision context (``reference``: a peft model with its
+    adapter disabled, the model it started from), its train / eval mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with compute_context(model, precision, reference=reference):
+            return in_length_order(items, lengths, batch_size, score)
+    finally:
+        model.train(was_training)

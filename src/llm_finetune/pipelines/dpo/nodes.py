@@ -14,7 +14,7 @@ from pathlib import Path
 
 from llm_finetune.io import ModelBundle
 from llm_finetune.models.adapters import stacked_adapter
-from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.models.loading import load_scoring_model, load_tokenizer
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template
@@ -141,10 +141,6 @@ def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, tr
     loss type is reported on this DPO scale, so ``sigmoid``, ``orpo`` and ``simpo`` adapters compare in
     one table; a reference-free loss adds ``objective``: its own loss and rewards (``β·mean log-prob``).
     """
-    import torch
-
-    from llm_finetune.models.loading import load_causal_lm
-
     if not test_pairs:
         raise ValueError("dpo.test_pairs is empty: no held-out pairs to evaluate on")
     precision = resolve_precision(train_settings(params.get("train"), "dpo.train").precision)
@@ -152,9 +148,7 @@ def evaluate_dpo(test_pairs: list[dict], dpo_adapter: Path, base_model: Path, tr
     pad = load_tokenizer(base_model).pad_token_id
 
     def logps(adapter: Path | None) -> dict:
-        model = load_causal_lm(base_model, dtype=torch.float32, adapter=adapter)
-        if precision == "bf16":
-            model = model.to(torch.bfloat16)
+        model = load_scoring_model(base_model, adapter, precision)
         return pair_logps(model, test_pairs, pad, precision, params["reference_batch_size"])
 
     base = logps(None)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from llm_finetune.io import ModelBundle
 from llm_finetune.models.adapters import stacked_adapter
-from llm_finetune.models.loading import load_tokenizer
+from llm_finetune.models.loading import load_scoring_model, load_tokenizer
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
 from llm_finetune.tokens.labelled import ROW_KEYS, with_kl_partners
@@ -133,10 +133,6 @@ def evaluate_kto(test_rows: list[dict], kto_adapter: Path, base_model: Path, tra
     in training). Rows made from preference pairs add ``pairwise_accuracy``: the DPO-scale pairwise
     reward accuracy, comparable with ``dpo.metrics``. ``tuned_vs_start`` takes the start model as reference.
     """
-    import torch
-
-    from llm_finetune.models.loading import load_causal_lm
-
     if len(test_rows) < 2:
         raise ValueError("kto.test_labelled holds fewer than 2 rows: nothing to evaluate a KL estimate on")
     settings, precision = _settings(params)
@@ -145,9 +141,7 @@ def evaluate_kto(test_rows: list[dict], kto_adapter: Path, base_model: Path, tra
     pad = load_tokenizer(base_model).pad_token_id
 
     def logps(adapter: Path | None) -> dict:
-        model = load_causal_lm(base_model, dtype=torch.float32, adapter=adapter)
-        if precision == "bf16":
-            model = model.to(torch.bfloat16)
+        model = load_scoring_model(base_model, adapter, precision)
         return labelled_logps(model, rows, pad, precision, params["reference_batch_size"])
 
     base = logps(None)

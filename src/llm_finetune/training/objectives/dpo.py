@@ -44,11 +44,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
-from llm_finetune.tokens.packing import PadCollator, in_length_order
+from llm_finetune.tokens.packing import PadCollator
 from llm_finetune.tokens.pairs import pair_length
-from llm_finetune.training.numerics import sequence_logps
+from llm_finetune.training.numerics import scored_in_length_order, sequence_logps
 from llm_finetune.training.objectives import Objective
 
 logger = logging.getLogger(__name__)
@@ -111,15 +110,12 @@ def collate_pairs(pairs: list[dict], pad_token_id: int) -> dict:
     return batch
 
 
-@torch.no_grad()
 def pair_logps(model, pairs: list[dict], pad_token_id: int, precision: str = "fp32", batch_size: int = 16,
                reference: bool = False) -> dict[str, list[float]]:
     """``{"chosen": [...], "rejected": [...]}`` sequence log-probs of ``pairs``, in their order.
 
     ``reference``: with a peft model, its adapter disabled (the model it was started from).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
 
     def score(batch_pairs: list[dict]) -> list[tuple[float, float]]:
@@ -128,9 +124,8 @@ def pair_logps(model, pairs: list[dict], pad_token_id: int, precision: str = "fp
         n = len(batch_pairs)
         return list(zip(logps[:n].tolist(), logps[n:].tolist()))
 
-    with compute_context(model, precision, reference=reference):
-        scored = in_length_order(pairs, [pair_length(p) for p in pairs], batch_size, score)
-    model.train(was_training)
+    scored = scored_in_length_order(model, pairs, [pair_length(p) for p in pairs], batch_size, precision, score,
+                                    reference)
     return {"chosen": [c for c, _ in scored], "rejected": [r for _, r in scored]}
 
 

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 
-from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.labelled import labelled_length
-from llm_finetune.tokens.packing import PadCollator, in_length_order
-from llm_finetune.training.numerics import sequence_logps
+from llm_finetune.tokens.packing import PadCollator
+from llm_finetune.training.numerics import scored_in_length_order, sequence_logps
 from llm_finetune.training.objectives import Objective
 from llm_finetune.training.objectives.dpo import build_policy
 
@@ -99,15 +98,12 @@ def kto_loss(logps: torch.Tensor, ref_logps: torch.Tensor, kl_logps: torch.Tenso
     return losses.mean(), metrics
 
 
-@torch.no_grad()
 def labelled_logps(model, rows: list[dict], pad_token_id: int, precision: str = "fp32", batch_size: int = 16,
                    reference: bool = False) -> dict[str, list[float]]:
     """``{"logps": [...], "kl_logps": [...]}`` of each row's completion and its KL row, in the rows' order.
 
     ``reference``: with a peft model, its adapter disabled (the model it was started from).
     """
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
 
     def score(batch_rows: list[dict]) -> list[tuple[float, float]]:
@@ -118,9 +114,8 @@ def labelled_logps(model, rows: list[dict], pad_token_id: int, precision: str = 
                                        "labels": batch["kl_labels"].to(device)})
         return list(zip(main.tolist(), kl.tolist()))
 
-    with compute_context(model, precision, reference=reference):
-        scored = in_length_order(rows, [labelled_length(r) for r in rows], batch_size, score)
-    model.train(was_training)
+    scored = scored_in_length_order(model, rows, [labelled_length(r) for r in rows], batch_size, precision, score,
+                                    reference)
     return {"logps": [m for m, _ in scored], "kl_logps": [k for _, k in scored]}
 
 
