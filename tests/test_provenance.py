@@ -4,10 +4,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from llm_finetune.hooks import TrackingHook
+from llm_finetune.hooks import ParameterCheckHook
 from llm_finetune.provenance import redact_url, url_secrets
 
 SECRET = "sk-live-0123456789"
+NO_RUNTIME = SimpleNamespace(runtime_params={})  # a run given no --params
 
 
 @pytest.mark.parametrize("url, shown", [
@@ -25,9 +26,10 @@ def test_a_url_with_credentials_stops_the_run_before_kedro_mlflow_logs_the_param
               "data": {"datasets": ["demo_instructions"]}}
     assert url_secrets(params) == ["judge.llm.url = https://***@judge.example.com/v1"]
     with pytest.raises(ValueError, match=r"judge.llm.url = https://\*\*\*@judge.example.com/v1") as error:
-        TrackingHook().after_context_created(SimpleNamespace(params=params))
+        ParameterCheckHook().after_context_created(SimpleNamespace(params=params, config_loader=NO_RUNTIME))
     assert SECRET not in str(error.value)
-    TrackingHook().after_context_created(SimpleNamespace(params={"judge": {"llm": None}}))  # no URL: no complaint
+    ParameterCheckHook().after_context_created(SimpleNamespace(params={"judge": {"llm": None}},
+                                                               config_loader=NO_RUNTIME))  # no URL: no complaint
 
 
 def test_the_judge_report_and_errors_show_the_url_without_its_secret():

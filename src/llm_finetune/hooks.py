@@ -19,6 +19,7 @@ import mlflow
 from kedro.framework.hooks import hook_impl
 
 from llm_finetune.provenance import flat_leaves, git_commit, package_versions, url_secrets
+from llm_finetune.runtime_params import check_runtime_params
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,23 @@ def flatten_metrics(data: dict, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested dict as ``a.b.c`` keys (bools and None are skipped)."""
     return {name: float(value) for name, value in flat_leaves(data, prefix).items()
             if isinstance(value, Number) and not isinstance(value, bool)}
+
+
+class ParameterCheckHook:
+    """Check a run's parameters when its context is created, before any node runs or anything is logged."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        """Refuse unknown runtime parameters (:mod:`llm_finetune.runtime_params`) and URLs with a password
+        or token in them: kedro-mlflow logs every parameter and the preflight report is stored, so a key
+        inside a URL would reach both. Keys belong in ``conf/local/credentials.yml`` or an environment variable.
+        """
+        check_runtime_params(context.config_loader)
+        found = url_secrets(context.params)
+        if found:
+            raise ValueError("parameters hold URLs with credentials in them (they would be logged to MLflow): "
+                             + "; ".join(found) + ". Put the key in conf/local/credentials.yml (judge_api.api_key) "
+                             "or an environment variable (judge.llm.api_key_env), and drop it from the URL.")
 
 
 class TrackingHook:
@@ -42,19 +60,6 @@ class TrackingHook:
     def __init__(self):
         self._catalog = None
         self._tagged = False
-
-    @hook_impl
-    def after_context_created(self, context) -> None:
-        """Refuse a URL with a password or token in it before anything logs the parameters.
-
-        kedro-mlflow logs every parameter and the preflight report is stored; a key inside a URL
-        would reach both. Keys belong in ``conf/local/credentials.yml`` or an environment variable.
-        """
-        found = url_secrets(context.params)
-        if found:
-            raise ValueError("parameters hold URLs with credentials in them (they would be logged to MLflow): "
-                             + "; ".join(found) + ". Put the key in conf/local/credentials.yml (judge_api.api_key) "
-                             "or an environment variable (judge.llm.api_key_env), and drop it from the URL.")
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:

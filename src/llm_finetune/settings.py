@@ -2,9 +2,11 @@
 
 from kedro.config import OmegaConfigLoader
 
-from llm_finetune.hooks import TrackingHook
+from llm_finetune.hooks import ParameterCheckHook, TrackingHook
 
-HOOKS = (TrackingHook(),)  # what it logs comes from the catalog's `metadata.tracking`
+# ParameterCheckHook: unknown runtime parameters and credentials in URLs stop the run before anything runs;
+# TrackingHook: what it logs comes from the catalog's `metadata.tracking`
+HOOKS = (ParameterCheckHook(), TrackingHook())
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # "soft" merging lets conf/local or conf/test override single nested keys (e.g. train.max_steps)
 # conf/<env>/datasets.yml (the dataset registry) is read as parameters: `params:datasets`.
