@@ -12,6 +12,7 @@ from tests.pipelines.in_process import run_in_process, users_model
 from tests.pipelines.test_sft_e2e import scratch_project
 
 CONFIGURED = {"data": {"datasets": ["demo"], "split": {"mode": "hash", "seed": 1}}, "judge": {"llm": None},
+              "eval": {"responses": {"path": "r.json"}},
               "train": {"max_train_rows": 960}, "model_registry": {"a": {"source": "local"}}, "model": "a"}
 
 
@@ -25,7 +26,8 @@ def test_unknown_keys_are_named_with_the_nearest_known_one():
 
 def test_open_places_accept_new_keys():
     runtime = {"model_registry": {"mine": {"source": "local", "path": "/m"}}, "train": {"learning_rate": 1e-4},
-               "judge": {"llm": {"api": "ollama", "url": "http://127.0.0.1:11434"}}, "data": {"split": {"seed": 2}}}
+               "judge": {"llm": {"api": "ollama", "url": "http://127.0.0.1:11434"}}, "data": {"split": {"seed": 2}},
+               "eval": {"responses": {"max_rows": 20, "file_type": "jsonl"}}}
     assert unknown_keys(runtime, CONFIGURED) == []
 
 

@@ -7,7 +7,9 @@ the runtime tree beside the configured one (``conf/base`` + the run's environmen
 runtime values) and reports a key wherever the configuration has a mapping at that place that lacks
 it. Left open on purpose:
 
-* registries, where a new entry is the point: ``model_registry``, ``datasets``;
+* registries, where a new entry is the point: ``model_registry``, ``datasets``; and ``eval.responses``,
+  a data source like a registry entry's (``path`` | ``url`` + ``sha256`` | ``hub``, ``file_type``,
+  ``max_rows``, ...), of which ``conf/base`` sets only the path;
 * training blocks (``train``, ``rm.train``, ...): they are checked field by field, with the same
   nearest-key message, by :func:`llm_finetune.training.settings.train_settings` in each stage's
   preflight (the YAML holds only what differs from the defaults, so it cannot list every key);
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 
-OPEN_MAPS = ("model_registry", "datasets")
+OPEN_MAPS = ("model_registry", "datasets", "eval.responses")
 SETTINGS_BLOCK = "train"
 
 
