@@ -86,3 +86,26 @@ def test_a_hub_revision_is_fingerprinted_by_its_commit(tmp_path, monkeypatch):
     assert pinned.fingerprint() == spec.fingerprint()  # main at commit b is commit b
     with pytest.raises(OSError, match="could not resolve org/other@main|Could not resolve org/other@main"):
         ModelSpec.from_registry({"o": {"source": "hub", "repo_id": "org/other"}}, "o").fingerprint()
+
+
+def test_the_base_model_record_keeps_the_requested_revision_beside_its_commit(tiny_model_dir, tmp_path, monkeypatch):
+    """Before, prepare_base_model pinned the entry and then materialised the pinned copy, so source.json
+    recorded the commit as the revision asked for (``revision: <sha>``, never ``main``)."""
+    from huggingface_hub import constants
+
+    from llm_finetune.models import materialize as materialize_module
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _cache_ref(tmp_path / "hub", "org/model", "main", "c" * 40)
+    downloads = []
+
+    def offline_download(spec, out):  # the Hub is unreachable here: the tiny model stands in for the download
+        downloads.append(spec.revision)
+        shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(materialize_module, "_from_hub", offline_download)
+    registry = {"m": {"source": "hub", "repo_id": "org/model", "revision": "main"}}
+    _, info = prepare_base_model("m", registry, tmp_path / "cache")
+    assert (info["revision"], info["commit"]) == ("main", "c" * 40)
+    assert downloads == ["c" * 40]  # what is downloaded is the pinned commit

@@ -21,9 +21,13 @@ logger = logging.getLogger(__name__)
 SOURCE_FILE = "source.json"
 
 
-def materialize(spec: ModelSpec, cache_dir: Path) -> Path:
-    """Return a folder holding the model as a transformers checkpoint, building it if needed."""
-    requested_revision = spec.revision
+def materialize(spec: ModelSpec, cache_dir: Path, requested_revision: str | None = None) -> Path:
+    """Return a folder holding the model as a transformers checkpoint, building it if needed.
+
+    A Hub entry is pinned to its commit first; ``source.json`` records both the revision the entry
+    asked for (``requested_revision`` when ``spec`` comes already pinned) and that commit.
+    """
+    requested_revision = requested_revision or spec.revision
     spec = spec.pinned()
     fingerprint = spec.fingerprint()
     target = Path(cache_dir) / f"{spec.name}-{fingerprint}"
@@ -155,7 +159,11 @@ def prepare_base_model(model_name: str, model_registry: dict, cache_dir: Path, *
     Reuses a cached conversion (``reused`` in the record). ``after``: outputs of nodes that
     must run first (the preflight report), so a bad configuration fails before any conversion.
     """
-    spec = ModelSpec.from_registry(model_registry, model_name).pinned()
+    entry = ModelSpec.from_registry(model_registry, model_name)
+    spec = entry.pinned()  # one Hub lookup: the fingerprint and the conversion use the same commit
     reused = (Path(cache_dir) / f"{spec.name}-{spec.fingerprint()}" / SOURCE_FILE).is_file()
-    folder = materialize(spec, Path(cache_dir))
+    if spec.trust_remote_code:
+        logger.warning("Model %r: trust_remote_code is on: Python files the model ships (config.json auto_map) "
+                       "run in this process", spec.name)
+    folder = materialize(spec, Path(cache_dir), requested_revision=entry.revision)
     return folder, json.loads((folder / SOURCE_FILE).read_text()) | {"reused": reused}

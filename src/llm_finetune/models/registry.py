@@ -89,16 +89,14 @@ class ModelSpec:
         return self.repo_id
 
     def check_remote_code(self, config: dict, where: str) -> None:
-        """Refuse a checkpoint whose code would run unless the entry opts in; warn when it does."""
+        """Refuse a checkpoint whose code would run unless the entry opts in (the warning that it does
+        run is logged once per run, by :func:`llm_finetune.models.materialize.prepare_base_model`)."""
         auto_map = config.get("auto_map")
         if auto_map and not self.trust_remote_code:
             raise ValueError(f"Model {self.name!r}: {where} defines its architecture in Python files "
                              f"(config.json auto_map: {sorted(auto_map)}). If you trust that code, set "
                              "`trust_remote_code: true` in its model_registry entry "
                              "(conf/base/parameters_models.yml)")
-        if auto_map:
-            logger.warning("Model %r: trust_remote_code is on, so Python files of %s run in this process (%s)",
-                           self.name, where, sorted(auto_map))
 
     def pinned(self) -> "ModelSpec":
         """The entry with a Hub ``revision`` resolved to its commit (other sources are returned as they are)."""
