@@ -33,14 +33,16 @@ ROW_KEYS = ("input_ids", "labels", "kl_input_ids", "kl_labels")
 
 
 def labelled_conversations(records: list[dict]) -> tuple[list[dict], list[dict]]:
-    """``(conversations with label and pair, quarantined)``: pairs split in two, unlabelled rows set aside."""
+    """``(conversations with label, pair and the index of their record, quarantined)``: pairs split in
+    two, unlabelled rows set aside."""
     conversations, quarantined = [], []
     for index, record in enumerate(records):
         if "chosen" in record:
-            conversations += [pair_conversation(record, side) | {"label": side == "chosen", "pair": index}
+            conversations += [pair_conversation(record, side) | {"label": side == "chosen", "pair": index,
+                                                                 "record_index": index}
                               for side in ("chosen", "rejected")]
         elif isinstance(record.get("label"), bool):
-            conversations.append(record | {"pair": None})
+            conversations.append(record | {"pair": None, "record_index": index})
         else:
             meta = record.get("meta") or {}
             quarantined.append({"row": index, "dataset": meta.get("dataset"), "source_row": meta.get("row"),
@@ -53,7 +55,8 @@ def tokenize_labelled(records: list[dict], settings: TokenizeSettings, tokenizer
     """``(rows, quarantined)`` for KTO records (see the module docstring); KL partners come later."""
     conversations, quarantined = labelled_conversations(records)
     rows, lost = tokenize_records(conversations, replace(settings, loss_on="last_assistant"), tokenizer)
-    quarantined += lost
+    # a quarantine entry names the row of the split it came from, not of the split-in-two conversations
+    quarantined += [item | {"row": conversations[item["row"]]["record_index"]} for item in lost]
     kept = iter(rows)
     lost_rows = {item["row"] for item in lost}
     rows = [next(kept) | {"label": c["label"], "pair": c["pair"]}

@@ -101,3 +101,16 @@ def test_a_short_training_raises_the_accuracy_on_its_labelled_rows(tiny_model_di
     assert after["loss"] < before["loss"] and after["rewards/margins"] > 0
     assert {"kl", "rewards/accuracies", "rewards/chosen"} <= set(result.history[-1])
     assert result.info["desirable_rows"] == 8 and result.info["final_val_kl"] is not None
+
+
+def test_a_quarantined_row_names_the_record_it_came_from(tiny_tokenizer):
+    """Before, a side of a pair quarantined in tokenization was numbered in the split-in-two conversations
+    (pair 1's rejected side was 'row 3'), not by the record of the split it came from."""
+    long = "word " * 300
+    pairs = [{"prompt": [{"role": "user", "content": f"Question {i}?"}], "chosen": {"role": "assistant", "content": "Yes."},
+              "rejected": {"role": "assistant", "content": long if i == 1 else "No."}, "system": None, "tools": None,
+              "meta": {"dataset": "demo", "row": i}} for i in range(2)]
+    settings = TokenizeSettings(load_template("alpaca"), 160, truncation="drop")
+    rows, quarantined = tokenize_labelled(pairs, settings, tiny_tokenizer)
+    assert [(q["row"], q["source_row"], q["reason"]) for q in quarantined] == [(1, 1, "longer than cutoff_len")]
+    assert [(r["pair"], r["label"]) for r in rows] == [(0, True), (0, False), (1, True)]
