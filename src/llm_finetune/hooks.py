@@ -3,8 +3,9 @@
 Per-step training metrics are the engine's (:class:`llm_finetune.training.callbacks.MlflowSteps`).
 :class:`TrackingHook` logs, after each dataset save: model folders (the adapter) as artifacts,
 figures as images, tables as CSV, reports as markdown / HTML, and numeric metrics dicts as
-metrics; once per run the git commit and package versions as tags; and the version of every
-versioned dataset read or written as a ``dataset_version.<name>`` tag.
+metrics; once per run the git commit and package versions as tags; the version of every
+versioned dataset read or written as a ``dataset_version.<name>`` tag; and the run record
+``run_spec.json`` (:mod:`llm_finetune.experiments.record`) that ``llm-finetune rerun`` reads back.
 
 kedro-mlflow's ``MlflowArtifactDataset`` cannot wrap a versioned dataset on kedro 1.7
 (``VersionAlreadyExistsError``), hence a hook.
@@ -12,13 +13,16 @@ kedro-mlflow's ``MlflowArtifactDataset`` cannot wrap a versioned dataset on kedr
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from numbers import Number
 
 import mlflow
 from kedro.framework.hooks import hook_impl
 
-from llm_finetune.provenance import flat_leaves, git_commit, package_versions, url_secrets
+from llm_finetune.experiments.record import REPRODUCES_ENV, REPRODUCES_TAG, RUN_SPEC, RunRecord, source_digests
+from llm_finetune.provenance import flat_leaves, package_versions, url_secrets
 from llm_finetune.runtime_params import check_runtime_params
 
 logger = logging.getLogger(__name__)
@@ -52,7 +56,9 @@ class TrackingHook:
 
     What to log comes from each catalog entry's ``metadata.tracking`` (see ``conf/base/catalog/shared.yml``):
     ``metrics: <prefix>`` logs a dict's numeric leaves as ``<prefix><a.b.c>``, ``artifact: <path>`` the
-    saved folder under that artifact path, ``text: <file>`` a string as that artifact file. Factories
+    saved folder under that artifact path, ``text: <file>`` a string as that artifact file, ``tags: <prefix>``
+    a dict's plain leaves as tags; ``run_spec: sources | base_model`` adds a dataset plan's file digests or the
+    base model's record to the run record. Factories
     resolve the prefix per stage (``{stage}.align.`` -> ``rm.align.``), so no dataset name is written in
     Python. DataFrames are logged as ``tables/<name>.csv`` and figures as ``<name>.png`` without metadata.
     """
@@ -60,6 +66,13 @@ class TrackingHook:
     def __init__(self):
         self._catalog = None
         self._tagged = False
+        self._record = RunRecord()
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._record = RunRecord(parameters=context.params,
+                                 runtime_params=dict(context.config_loader.runtime_params or {}),
+                                 reproduces=os.environ.get(REPRODUCES_ENV) or None)
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
@@ -67,31 +80,46 @@ class TrackingHook:
         self._tagged = False
 
     @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline) -> None:
+        self._record.start(run_params, pipeline.inputs())
+
+    @hook_impl
     def before_node_run(self, node) -> None:
         if self._tagged or mlflow.active_run() is None:
             return
         tags = {f"version.{k}": v for k, v in package_versions().items()}
-        commit = git_commit()
-        if commit:
-            tags["git_commit"] = commit
+        git = self._record.git
+        if git.get("commit"):
+            tags |= {"git_commit": git["commit"], "git_dirty": str(git["dirty"]).lower()}
+        if self._record.reproduces:
+            tags[REPRODUCES_TAG] = self._record.reproduces
         mlflow.set_tags(tags)
+        self._log_record()
         self._tagged = True
+
+    def _log_record(self) -> None:
+        if mlflow.active_run() is not None:
+            mlflow.log_dict(json.loads(json.dumps(self._record.as_dict(), default=str)), RUN_SPEC)
 
     @hook_impl
     def after_dataset_loaded(self, dataset_name: str, data) -> None:
-        """Tag the run with the version of every versioned dataset a node read."""
-        self._tag_version(dataset_name, "resolve_load_version")
+        """Tag the run with the version of every versioned dataset a node read; the run record keeps those
+        the run did not write itself (``--load-versions`` of a rerun)."""
+        version = self._tag_version(dataset_name, "resolve_load_version")
+        if self._record.read(dataset_name, version) and self._tagged:
+            self._log_record()
 
     def _dataset(self, dataset_name: str):
         return self._catalog.get(dataset_name) if self._catalog is not None else None
 
-    def _tag_version(self, dataset_name: str, resolver: str) -> None:
+    def _tag_version(self, dataset_name: str, resolver: str) -> str | None:
         if mlflow.active_run() is None:
-            return
+            return None
         dataset = self._dataset(dataset_name)
         version = getattr(dataset, resolver, lambda: None)() if dataset is not None else None
         if version:
             mlflow.set_tag(f"dataset_version.{dataset_name}", version)
+        return version
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data) -> None:
@@ -107,6 +135,14 @@ class TrackingHook:
                 logger.info("Logged %s (%s) to MLflow", dataset_name, folder)
         if "metrics" in tracking and isinstance(data, dict):
             mlflow.log_metrics(flatten_metrics(data, tracking["metrics"]))
+        if "tags" in tracking and isinstance(data, dict):
+            mlflow.set_tags({f"{tracking['tags']}{k}": v for k, v in data.items() if isinstance(v, (str, bool, int))})
+        if tracking.get("run_spec") == "sources" and isinstance(data, list):
+            self._record.sources |= source_digests(data)
+            self._log_record()
+        elif tracking.get("run_spec") == "base_model" and isinstance(data, dict):
+            self._record.base_model = data
+            self._log_record()
         if type(data).__name__ == "Figure":
             mlflow.log_figure(data, f"{dataset_name}.png")
         elif type(data).__name__ == "DataFrame":

@@ -67,7 +67,9 @@ class TrainSettings(_Strict):
     learning_rate: float = Field(1.0e-3, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "cosine"  # any transformers scheduler name
-    warmup_steps: int = Field(10, ge=0)
+    # steps of linear warmup; a float below 1 is a fraction of the training steps (transformers' convention,
+    # LLaMA-Factory's warmup_ratio)
+    warmup_steps: int | float = Field(10, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
     optimizer: str = "adamw_torch"  # any transformers `optim` name
     group_by_length: bool = True  # length-grouped batches (in random order) pad far less than random ones
@@ -88,6 +90,12 @@ class TrainSettings(_Strict):
         known = ("auto", "sdpa", "eager", "sdpa_fp32", "flash_attention_2", "flex_attention")
         if self.attention not in known:
             raise ValueError(f"attention {self.attention!r} is not one of {known}")
+        return self
+
+    @model_validator(mode="after")
+    def _warmup_steps_or_fraction(self):
+        if isinstance(self.warmup_steps, float) and self.warmup_steps >= 1 and not self.warmup_steps.is_integer():
+            raise ValueError(f"warmup_steps {self.warmup_steps}: a whole number of steps, or a fraction below 1")
         return self
 
     @property

@@ -1,0 +1,199 @@
+"""``llm-finetune``: experiments as files, over ``kedro run``.
+
+* ``llm-finetune run FILE`` runs an experiment file (Kedro's own run configuration, ``kedro run
+  --config FILE``) or, translated first, a LLaMA-Factory training YAML;
+* ``llm-finetune translate FILE`` prints (or writes) the experiment file a LLaMA-Factory YAML becomes;
+* ``llm-finetune rerun RUN_ID`` runs a finished MLflow run again from its record and says whether it
+  reproduced; ``llm-finetune compare A B`` prints two runs' differences.
+
+Thin on purpose: an experiment runs through Kedro's own ``run`` command, so ``kedro run --config``
+and ``llm-finetune run`` are the same run; this module only adds what Kedro does not have. click is
+Kedro's own CLI library. (Not ``cli.py``: Kedro would load a ``cli`` group there as its project
+commands and replace ``kedro run``.)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import yaml
+
+PACKAGE = "llm_finetune"
+
+
+def _project() -> Path:
+    """The Kedro project holding the current directory, bootstrapped (settings, pipelines, logging)."""
+    from kedro.framework.startup import bootstrap_project
+    from kedro.utils import find_kedro_project
+
+    root = find_kedro_project(Path.cwd())
+    if root is None:
+        raise click.ClickException(f"{Path.cwd()} is not inside a Kedro project (no pyproject.toml with "
+                                   "[tool.kedro]): run llm-finetune from the project folder")
+    bootstrap_project(root)
+    return root
+
+
+def _kedro_run(args: list[str]) -> None:
+    from kedro.framework.cli.utils import find_run_command
+
+    find_run_command(PACKAGE).main(args=args, prog_name="run", standalone_mode=False)  # the `run:` section
+
+
+def _is_llamafactory(path: Path, data: dict, source: str) -> bool:
+    if source != "auto":
+        return source == "llamafactory"
+    if "run" in data:
+        return False
+    if {"stage", "model_name_or_path"} & set(data):
+        return True
+    raise click.ClickException(f"{path}: neither an experiment file (a `run:` section) nor a LLaMA-Factory "
+                               "training YAML (`stage`, `model_name_or_path`); say which with --from")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise click.ClickException(f"{path}: {error}") from None
+    if not isinstance(data, dict):
+        raise click.ClickException(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def _translate(path: Path, data: dict, root: Path):
+    from kedro.framework.session import KedroSession
+
+    from llm_finetune.experiments.llamafactory import TranslationError, translate
+
+    with KedroSession.create(root) as session:
+        registry = session.load_context().params.get("model_registry") or {}
+    try:
+        return translate(data, source=path, project_path=root, model_registry=registry)
+    except TranslationError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Fine-tuning experiments as files: run, translate, rerun and compare."""
+
+
+@main.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "source", type=click.Choice(["auto", "experiment", "llamafactory"]), default="auto",
+              show_default=True, help="what FILE is (auto: a `run:` section is an experiment file)")
+@click.option("--dry-run", is_flag=True, help="print the experiment and stop")
+@click.argument("kedro_args", nargs=-1, type=click.UNPROCESSED)
+def run(file: Path, source: str, dry_run: bool, kedro_args: tuple[str, ...]) -> None:
+    """Run an experiment file or a LLaMA-Factory YAML. Further options go to `kedro run` (--env, --params,
+    ...) and win over the file's."""
+    root = _project()
+    data = _read_yaml(file)
+    if not _is_llamafactory(file, data, source):
+        if dry_run:
+            click.echo(yaml.safe_dump(data, sort_keys=False))
+            return
+        _kedro_run(["--config", str(file), *kedro_args])
+        return
+    translation = _translate(file, data, root)
+    click.echo(translation.render())
+    if dry_run:
+        return
+    with tempfile.TemporaryDirectory(prefix="llm-finetune-experiment-") as folder:
+        experiment = Path(folder) / f"{file.stem}.yml"
+        experiment.write_text(translation.experiment_yaml())
+        _kedro_run(["--config", str(experiment), *kedro_args])
+
+
+@main.command("translate")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="write the experiment file here (it is printed either way)")
+def translate_command(file: Path, output: Path | None) -> None:
+    """Print the experiment file a LLaMA-Factory training YAML becomes, with what each key mapped to."""
+    root = _project()
+    translation = _translate(file, _read_yaml(file), root)
+    click.echo(translation.render())
+    if output:
+        if output.exists():
+            raise click.ClickException(f"{output} exists; it is left as it is (choose another name)")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(translation.experiment_yaml())
+        click.echo(f"wrote {output}")
+
+
+def _tracking(root: Path, env: str | None):
+    """An MLflow client on the project's tracking store (``conf/<env>/mlflow.yml``, via kedro-mlflow)."""
+    import mlflow
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(root, env=env) as session:
+        session.load_context()  # kedro-mlflow sets the tracking URI from mlflow.yml here
+    return mlflow.tracking.MlflowClient()
+
+
+@main.command("rerun")
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="run even where a data file changed since the original run")
+@click.option("--dry-run", is_flag=True, help="print what the rerun would pass to Kedro and stop")
+def rerun(run_id: str, force: bool, dry_run: bool) -> None:
+    """Run a finished MLflow run again: its parameters, data versions, node selection; then compare."""
+    import mlflow
+    from kedro.framework.session import KedroSession
+
+    from llm_finetune.experiments.record import REPRODUCES_ENV, SELECTION_KEYS
+    from llm_finetune.experiments.rerun import RerunError, compare, plan_rerun, read_record
+
+    root = _project()
+    client = _tracking(root, None)
+    try:
+        record = read_record(client, run_id)
+    except RerunError as error:
+        raise click.ClickException(str(error)) from None
+    env = record.get("env")
+    with KedroSession.create(root, env=env, runtime_params=record.get("runtime_params") or {}) as session:
+        current = session.load_context().params
+    plan = plan_rerun(record, current, root)
+    for line in plan.warnings:
+        click.echo(f"warning: {line}", err=True)
+    click.echo(yaml.safe_dump({"pipelines": record["pipeline_names"], "env": env,
+                               "runtime_params": plan.runtime_params, "load_versions": plan.load_versions,
+                               **{k: v for k, v in record.get("selection", {}).items() if k in SELECTION_KEYS}},
+                              sort_keys=False))
+    if plan.refusals and not force:
+        raise click.ClickException("cannot rerun exactly: " + "; ".join(plan.refusals) + " (--force runs anyway)")
+    if dry_run:
+        return
+    os.environ[REPRODUCES_ENV] = run_id
+    try:
+        with KedroSession.create(root, env=env, runtime_params=plan.runtime_params) as session:
+            session.run(pipeline_names=record["pipeline_names"], load_versions=plan.load_versions or None,
+                        **record.get("selection", {}))
+    finally:
+        os.environ.pop(REPRODUCES_ENV, None)
+    new_run = mlflow.last_active_run()
+    comparison = compare(client, run_id, new_run.info.run_id)
+    click.echo(comparison.render())
+    if not comparison.reproduced:
+        sys.exit(1)
+
+
+@main.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--env", default=None, help="the environment whose mlflow.yml names the tracking store")
+def compare_command(run_a: str, run_b: str, env: str | None) -> None:
+    """Print the parameter, metric, weight and context differences of two MLflow runs."""
+    from llm_finetune.experiments.rerun import compare
+
+    client = _tracking(_project(), env)
+    click.echo(compare(client, run_a, run_b).render())
+
+
+if __name__ == "__main__":
+    main()
