@@ -44,6 +44,41 @@ def _kedro_run(args: list[str]) -> None:
     find_run_command(PACKAGE).main(args=args, prog_name="run", standalone_mode=False)  # the `run:` section
 
 
+def _split_cli_params(kedro_args: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """``--params`` taken out of the arguments for ``kedro run``, parsed as Kedro parses them.
+
+    Given to ``kedro run --config`` as they are, they would replace the file's ``params`` whole (click lets
+    a command-line option win over its config-file default), so they are merged into the file's instead.
+    """
+    from kedro.framework.cli.utils import _split_params
+
+    from llm_finetune.experiments.rerun import merged
+
+    params, rest, args = {}, [], list(kedro_args)
+    while args:
+        arg = args.pop(0)
+        if arg == "--params" and args:
+            params = merged(params, _split_params(None, None, args.pop(0)))
+        elif arg.startswith("--params="):
+            params = merged(params, _split_params(None, None, arg.split("=", 1)[1]))
+        else:
+            rest.append(arg)
+    return params, rest
+
+
+def _run_experiment(experiment: dict, name: str, kedro_args: tuple[str, ...]) -> None:
+    """``kedro run --config`` on ``experiment`` with the command line's ``--params`` merged into its own."""
+    from llm_finetune.experiments.rerun import merged
+
+    params, rest = _split_cli_params(kedro_args)
+    section = dict(experiment.get("run") or {})
+    section["params"] = merged(section.get("params") or {}, params)
+    with tempfile.TemporaryDirectory(prefix="llm-finetune-experiment-") as folder:
+        path = Path(folder) / f"{name}.yml"
+        path.write_text(yaml.safe_dump({**experiment, "run": section}, sort_keys=False))
+        _kedro_run(["--config", str(path), *rest])
+
+
 def _is_llamafactory(path: Path, data: dict, source: str) -> bool:
     if source != "auto":
         return source == "llamafactory"
@@ -90,24 +125,20 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="print the experiment and stop")
 @click.argument("kedro_args", nargs=-1, type=click.UNPROCESSED)
 def run(file: Path, source: str, dry_run: bool, kedro_args: tuple[str, ...]) -> None:
-    """Run an experiment file or a LLaMA-Factory YAML. Further options go to `kedro run` (--env, --params,
-    ...) and win over the file's."""
+    """Run an experiment file or a LLaMA-Factory YAML. Further options go to `kedro run` (--env, ...) and win
+    over the file's; --params are merged into the file's parameters."""
     root = _project()
     data = _read_yaml(file)
     if not _is_llamafactory(file, data, source):
         if dry_run:
             click.echo(yaml.safe_dump(data, sort_keys=False))
             return
-        _kedro_run(["--config", str(file), *kedro_args])
+        _run_experiment(data, file.stem, kedro_args)
         return
     translation = _translate(file, data, root)
     click.echo(translation.render())
-    if dry_run:
-        return
-    with tempfile.TemporaryDirectory(prefix="llm-finetune-experiment-") as folder:
-        experiment = Path(folder) / f"{file.stem}.yml"
-        experiment.write_text(translation.experiment_yaml())
-        _kedro_run(["--config", str(experiment), *kedro_args])
+    if not dry_run:
+        _run_experiment(translation.experiment(), file.stem, kedro_args)
 
 
 @main.command("translate")

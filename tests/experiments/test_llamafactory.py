@@ -75,7 +75,7 @@ def test_each_example_becomes_an_experiment_of_known_parameters_and_valid_settin
     assert settings.max_train_rows is None and settings.max_steps is None  # our stages' caps are lifted
     assert (settings.seed, settings.logging_steps, settings.save_steps) == (42, 10, 500)
     assert settings.group_by_length is False
-    assert params[data_block]["dataset_info"] == str(lf_folder / "data" / "dataset_info.json")
+    assert params[data_block]["dataset_info"] == str((lf_folder / "data" / "dataset_info.json").resolve())
     assert params[data_block]["max_rows"] == 1000
     assert params["model"] == "lf-meta-llama-meta-llama-3-8b-instruct"
     assert params["model_registry"][params["model"]] == {
@@ -165,7 +165,8 @@ def test_llama3_renders_llamafactorys_text_exactly_and_other_templates_fall_back
     record = {"system": "S", "messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"},
                                           {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]}
     header = "<|start_header_id|>{}<|end_header_id|>\n\n"
-    llamafactory = ("<|begin_of_text|>" + header.format("system") + "S<|eot_id|>" + header.format("user") + "Q<|eot_id|>"
+    llamafactory = ("<|begin_of_text|>" + header.format("system") + "S<|eot_id|>"
+                    + header.format("user") + "Q<|eot_id|>"
                     + header.format("assistant") + "A<|eot_id|>" + header.format("user") + "Q2<|eot_id|>"
                     + header.format("assistant") + "A2<|eot_id|>")
     assert render_text(record, load_template("llama3")) == llamafactory

@@ -158,10 +158,10 @@ def translate(data: dict, source: str | Path = "<yaml>", project_path: Path | No
     if not data.get("do_train"):
         build.refuse("do_train", "not true: LLaMA-Factory would train nothing (evaluation-only runs are not mapped)")
     build.out.no_effect = [(key, why) for key, why in NO_EFFECT.items() if key in data]
-    _model(build, model_registry or {}, project_path or Path.cwd())
+    _model(build, model_registry or {}, Path.cwd())
     _method(build, stage, train)
     _preference(build, stage)
-    _data(build, stage, data_block, project_path or Path.cwd())
+    _data(build, stage, data_block, Path.cwd(), project_path)
     _training(build, train)
     if build.problems:
         raise TranslationError(f"{source}: {len(build.problems)} key(s) cannot be honoured, so nothing was run:\n  "
@@ -238,7 +238,15 @@ def _preference(build: _Builder, stage: str) -> None:
                 build.out.no_effect.append((key, f"a preference setting; stage {stage} does not use it"))
 
 
-def _data(build: _Builder, stage: str, block: str, cwd: Path) -> None:
+def _inside(path: Path, project_path: Path | None) -> str:
+    """``path`` relative to the project when it lies inside it (kedro runs there), else absolute."""
+    path = path.resolve()
+    if project_path is not None and path.is_relative_to(Path(project_path).resolve()):
+        return str(path.relative_to(Path(project_path).resolve()))
+    return str(path)
+
+
+def _data(build: _Builder, stage: str, block: str, cwd: Path, project_path: Path | None) -> None:
     names = _names(build.value("dataset") or [])
     if not names:
         build.refuse("dataset", "missing: name the dataset_info.json entries to train on")
@@ -247,7 +255,7 @@ def _data(build: _Builder, stage: str, block: str, cwd: Path) -> None:
     info = (info if info.is_absolute() else cwd / info) / "dataset_info.json"
     if names and not info.is_file():
         build.refuse("dataset_dir", f"{info} does not exist (LLaMA-Factory reads dataset_info.json there)")
-    build.take("dataset_dir", f"{block}.dataset_info", "data", lambda v: str(info))
+    build.take("dataset_dir", f"{block}.dataset_info", "data", lambda v: _inside(info, project_path))
     build.take("max_samples", f"{block}.max_rows", None, lambda v: int(v) if v else 0)
     val_size = _number(build.value("val_size", 0.0))
     if val_size >= 1:

@@ -80,12 +80,12 @@ def nested(found: dict[tuple, object]) -> dict:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
+def merged(base: dict, extra: dict) -> dict:
+    """``base`` with ``extra`` laid over it, mappings merged key by key (as Kedro merges runtime parameters)."""
+    out = dict(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 @dataclass
@@ -103,7 +103,7 @@ def plan_rerun(record: dict, current_params: dict, project_path: Path) -> RerunP
     (``current_params``: the tree the recorded runtime parameters resolve to now)."""
     recorded, now = leaves(record["parameters"]), leaves(current_params)
     changed = {path: value for path, value in recorded.items() if now.get(path, _MISSING) != value}
-    overrides = _merge(record.get("runtime_params") or {}, nested(changed))
+    overrides = merged(record.get("runtime_params") or {}, nested(changed))
     warnings = [f"the configuration now has {'.'.join(map(str, path))} = {now[path]!r}, which the original run "
                 "did not have" for path in sorted(set(now) - set(recorded), key=str)]
     if changed:
@@ -112,7 +112,7 @@ def plan_rerun(record: dict, current_params: dict, project_path: Path) -> RerunP
     base = record.get("base_model") or {}
     if base.get("source") == "hub" and base.get("commit"):
         pin = {"model_registry": {base["name"]: {"revision": base["commit"]}}}
-        overrides = _merge(overrides, pin)
+        overrides = merged(overrides, pin)
     plan = RerunPlan(runtime_params=overrides,
                      load_versions={**record.get("read_versions", {}), **record.get("load_versions", {})},
                      warnings=warnings)
