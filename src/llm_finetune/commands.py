@@ -178,7 +178,7 @@ def rerun(run_id: str, force: bool, dry_run: bool) -> None:
     from kedro.framework.session import KedroSession
 
     from llm_finetune.experiments.record import REPRODUCES_ENV, SELECTION_KEYS
-    from llm_finetune.experiments.rerun import RerunError, compare, plan_rerun, read_record
+    from llm_finetune.experiments.rerun import RerunError, check_base_model, compare, merged, plan_rerun, read_record
 
     root = _project()
     client = _tracking(root, None)
@@ -190,6 +190,7 @@ def rerun(run_id: str, force: bool, dry_run: bool) -> None:
     with KedroSession.create(root, env=env, runtime_params=record.get("runtime_params") or {}) as session:
         current = session.load_context().params
     plan = plan_rerun(record, current, root)
+    check_base_model(record, merged(current, plan.runtime_params), plan)
     for line in plan.warnings:
         click.echo(f"warning: {line}", err=True)
     click.echo(yaml.safe_dump({"pipelines": record["pipeline_names"], "env": env,

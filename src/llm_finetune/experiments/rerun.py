@@ -121,6 +121,24 @@ def plan_rerun(record: dict, current_params: dict, project_path: Path) -> RerunP
     return plan
 
 
+def check_base_model(record: dict, params: dict, plan: RerunPlan) -> None:
+    """Refuse when the base model the rerun would load is not the one the run trained (its fingerprint)."""
+    from llm_finetune.models.registry import ModelSpec
+
+    recorded = (record.get("base_model") or {}).get("fingerprint")
+    if not recorded:
+        plan.warnings.append("the original run recorded no base model fingerprint")
+        return
+    try:
+        now = ModelSpec.from_registry(params.get("model_registry") or {}, params.get("model")).fingerprint()
+    except (KeyError, ValueError, OSError, RuntimeError) as error:
+        plan.refusals.append(f"the base model cannot be located: {error}")
+        return
+    if now != recorded:
+        plan.refusals.append(f"base model {params.get('model')}: fingerprint {now}, the run used {recorded} "
+                             "(its files changed)")
+
+
 def _check_git(recorded: dict, plan: RerunPlan) -> None:
     now = git_state()
     if not recorded.get("commit"):
@@ -164,7 +182,8 @@ class Comparison:
 
     @property
     def reproduced(self) -> bool:
-        return not (self.parameters or self.metrics or any(x != y for _, x, y in self.weights))
+        base_model_changed = any(key == "base_model.fingerprint" for key, _, _ in self.context)
+        return not (self.parameters or self.metrics or base_model_changed or any(x != y for _, x, y in self.weights))
 
     def render(self) -> str:
         lines = [f"run a: {self.a}", f"run b: {self.b}", ""]
