@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -12,7 +13,11 @@ logger = logging.getLogger(__name__)
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """Where a model loads: the CPU, or this process's GPU (``LOCAL_RANK`` under torchrun / accelerate
+    launch, so N ranks do not all load onto ``cuda:0`` first)."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def trusts_remote_code(folder: Path) -> bool:
@@ -37,17 +42,23 @@ def load_tokenizer(folder: Path, padding_side: str = "right"):
     return tokenizer
 
 
-def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32, adapter: Path | None = None):
+def load_causal_lm(folder: Path, dtype: torch.dtype = torch.float32, adapter: Path | None = None,
+                   quantization_config=None):
     """Base model from ``folder``; with ``adapter``, the peft adapter merged into it.
 
     An ``adapter`` folder without ``adapter_config.json`` holds a whole tuned model (full or
-    freeze fine-tuning) and is loaded instead of the base.
+    freeze fine-tuning) and is loaded instead of the base. ``quantization_config``: a 4-bit base
+    (``method: qlora``), placed by transformers on this process's GPU.
     """
     from transformers import AutoModelForCausalLM
 
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         return AutoModelForCausalLM.from_pretrained(adapter, dtype=dtype,
                                                     trust_remote_code=trusts_remote_code(adapter)).to(device())
+    if quantization_config is not None:
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, quantization_config=quantization_config,
+                                                    device_map={"": device()},
+                                                    trust_remote_code=trusts_remote_code(folder))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=trusts_remote_code(folder))
     if adapter is not None:
         from peft import PeftModel

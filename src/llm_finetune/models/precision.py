@@ -1,7 +1,8 @@
 """The precision of a run: which one the hardware likes, and the context every model pass runs in.
 
 ``precision: auto`` picks bf16 where the device runs it natively (CUDA with bf16 support, or a
-CPU with AMX / AVX-512 BF16) and fp32 elsewhere; the choice is returned so runs can record it.
+CPU with AMX / AVX-512 BF16), fp16 with loss scaling on an older GPU (the Trainer's ``fp16``:
+fp32 master weights, a dynamic loss scale) and fp32 elsewhere; the choice is returned so runs can record it.
 How much bf16 gains varies by CPU: from ~1.4x (AVX-512 BF16 only) to ~6x (AMX) for a GEMM on the
 machines of this project.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @functools.cache
@@ -38,10 +39,12 @@ def resolve_precision(requested: str) -> str:
     """Map ``auto | fp32 | bf16`` to the precision actually used."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    if requested == "fp16" and not torch.cuda.is_available():
+        raise ValueError("precision fp16 (with loss scaling) is for GPUs without bf16; on a CPU use bf16 or fp32")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_supports_bf16() else "fp32"
 
 
@@ -54,9 +57,10 @@ def compute_context(model, precision: str, autocast: bool = True, reference: boo
     is_peft = hasattr(model, "peft_config")
     if reference and is_peft:
         stack.enter_context(model.disable_adapter())
-    if precision == "bf16":
+    if precision in ("bf16", "fp16"):
         if autocast:
-            stack.enter_context(torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16))
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            stack.enter_context(torch.autocast(next(model.parameters()).device.type, dtype=dtype))
         if is_peft:
             stack.enter_context(disable_input_dtype_casting(model))
     return stack

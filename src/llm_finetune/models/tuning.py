@@ -4,6 +4,10 @@
 
 * ``lora``: peft adapters on ``lora.target_modules`` (``all-linear`` or names); the base
   stays frozen (in bf16 when training in bf16) and the adapter weights are fp32.
+* ``qlora``: LoRA as above on a base quantized to 4-bit NF4 with double quantization by
+  bitsandbytes (the QLoRA paper's recipe, LLaMA-Factory's ``quantization_bit: 4``), computing in
+  bf16 (fp16 on GPUs without bf16). CUDA only: :func:`qlora_problems` names what is missing, and
+  preflight refuses the run before anything loads. Install the ``[gpu]`` extra.
 * ``full``: every weight trains, fp32 master weights under bf16 autocast.
 * ``freeze``: only the last ``freeze.trainable_layers`` decoder layers train, optionally only
   their modules named in ``freeze.trainable_modules`` (e.g. ``[mlp]``); ``extra_modules``
@@ -22,7 +26,34 @@ import torch
 from llm_finetune.models.loading import load_causal_lm
 
 logger = logging.getLogger(__name__)
-METHODS = ("lora", "full", "freeze")
+METHODS = ("lora", "qlora", "full", "freeze")
+
+
+def qlora_problems() -> list[str]:
+    """What this machine lacks for ``method: qlora`` (empty: it can run)."""
+    import importlib.util
+
+    problems = []
+    if not torch.cuda.is_available():
+        problems.append("no CUDA device is visible (bitsandbytes' 4-bit kernels need an NVIDIA GPU)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        problems.append("the bitsandbytes package is not installed (pip install -e '.[gpu]')")
+    return problems
+
+
+def quantization_config(precision: str):
+    """transformers ``BitsAndBytesConfig`` of the 4-bit NF4 base: double quantization, compute in the
+    training precision (bf16, or fp16 on GPUs without bf16)."""
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.float16 if precision == "fp16" else torch.bfloat16
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
+
+
+def half_dtype(precision: str) -> torch.dtype:
+    """The dtype of frozen weights in ``precision`` (trainable weights stay fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
 
 
 def lora_config(params: dict):
@@ -45,8 +76,17 @@ def prepare_model(base_model: Path, method: str, lora: dict, freeze: dict, preci
     if method == "lora":
         from peft import get_peft_model
 
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-        model = get_peft_model(load_causal_lm(base_model, dtype=dtype), lora_config(lora))
+        model = get_peft_model(load_causal_lm(base_model, dtype=half_dtype(precision)), lora_config(lora))
+    elif method == "qlora":
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        problems = qlora_problems()
+        if problems:
+            raise RuntimeError("train.method qlora cannot run here: " + "; ".join(problems))
+        base = load_causal_lm(base_model, dtype=half_dtype(precision),
+                              quantization_config=quantization_config(precision))
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=gradient_checkpointing)
+        model = get_peft_model(base, lora_config(lora))
     else:
         model = load_causal_lm(base_model, dtype=torch.float32)
         if method == "freeze":

@@ -18,6 +18,7 @@ import time
 from numbers import Number
 
 import torch
+from mlflow.entities import Metric, Param
 from transformers import TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -28,20 +29,32 @@ STEP_METRICS = {"loss": "train_loss", "eval_loss": "val_loss", "learning_rate": 
                 "grad_norm": "grad_norm", "tokens_per_s": "tokens_per_s", "mfu": "mfu"}
 
 
-def peak_gemm_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3, rounds: int = 3) -> float:
-    """Measured GEMM FLOP/s of this machine in ``dtype`` (the peak MFU is taken against).
+def peak_gemm_flops(dtype: torch.dtype, size: int = 1024, seconds: float = 0.3, rounds: int = 3,
+                    device: torch.device | str = "cpu") -> float:
+    """Measured GEMM FLOP/s of one ``device`` (the CPU, or this process's GPU) in ``dtype``: the peak MFU
+    is taken against, on the device the run trains on.
 
     The best of ``rounds`` timed rounds, so a moment of load from another process does not
-    lower the peak (and inflate MFU).
+    lower the peak (and inflate MFU). On a GPU the matrices are larger and each round is synchronised.
     """
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        size = max(size, 8192)
+    a, b = torch.randn(size, size, dtype=dtype, device=device), torch.randn(size, size, dtype=dtype, device=device)
+
+    def synchronise():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.mm(a, b)
+    synchronise()
     best = 0.0
     for _ in range(rounds):
         runs, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             torch.mm(a, b)
             runs += 1
+        synchronise()
         best = max(best, 2 * size**3 * runs / (time.perf_counter() - started))
     return best
 
@@ -61,8 +74,12 @@ class Throughput(TrainerCallback):
         if now[0] > self.last[0]:
             rate = (now[1] - self.last[1]) / (now[0] - self.last[0])
             logs["tokens_per_s"] = round(rate, 1)
-            logs["mfu"] = round(rate * self.flops_per_token / self.peak_flops, 4)
+            # the token count is over all ranks, the peak that of one device
+            logs["mfu"] = round(rate * self.flops_per_token / (self.peak_flops * args.world_size), 4)
             self.mfus.append(logs["mfu"])
+            if not state.is_world_process_zero:  # every rank measures, one reports
+                self.last = now
+                return
             remaining = (state.max_steps - state.global_step) * (now[0] - self.last[0]) / max(args.logging_steps, 1)
             logger.info("step %d/%d: loss %.4f, %.0f tokens/s, MFU %.1f%%, ETA %.0f s", state.global_step,
                         state.max_steps, logs["loss"], rate, 100 * logs["mfu"], remaining)
@@ -99,37 +116,50 @@ class EarlyStopping(TrainerCallback, ExportableState):
 
 
 class MlflowSteps(TrainerCallback):
-    """Per-step metrics of the active MLflow run (main process only; see the module docstring).
+    """Per-step metrics into an MLflow run (main process only; see the module docstring).
 
-    At the start it also logs the resolved settings (``settings``: ``{"rm.train": {...}}``) as
-    flattened parameters (``rm.train.lora.r``), so runs compare on every setting, defaults included,
-    not only on the keys a stage's YAML sets. Keys kedro-mlflow already logged are left as they are.
+    The run is the active one (kedro-mlflow's), or ``run_id`` on ``tracking_uri``: the driver's run,
+    which rank 0 of a launched multi-process run logs into, so a run holds one set of step metrics
+    however many processes trained. At the start it also logs the resolved settings (``settings``:
+    ``{"rm.train": {...}}``) as flattened parameters (``rm.train.lora.r``), so runs compare on every
+    setting, defaults included, not only on the keys a stage's YAML sets. Keys already logged are
+    left as they are.
     """
 
-    def __init__(self, metric_names: tuple[str, ...] = (), settings: dict | None = None):
+    def __init__(self, metric_names: tuple[str, ...] = (), settings: dict | None = None, run_id: str | None = None,
+                 tracking_uri: str | None = None):
         self.metric_names, self.settings = metric_names, settings or {}
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+
+    def _target(self):
+        """``(client, run id)`` to log into, or ``None`` when there is no run."""
+        import mlflow
+
+        run_id = self.run_id or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
+        return (mlflow.MlflowClient(self.tracking_uri), run_id) if run_id else None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        import mlflow
-
-        run = mlflow.active_run()
-        if not state.is_world_process_zero or run is None or not self.settings:
+        target = self._target() if state.is_world_process_zero and self.settings else None
+        if target is None:
             return
-        logged = set(mlflow.get_run(run.info.run_id).data.params)
+        client, run_id = target
+        logged = set(client.get_run(run_id).data.params)
         flat = {key: str(value) for key, value in flat_leaves(self.settings).items() if key not in logged}
         if flat:
-            mlflow.log_params(flat)
+            client.log_batch(run_id, params=[Param(key, value) for key, value in flat.items()])
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        import mlflow
-
-        if not state.is_world_process_zero or mlflow.active_run() is None or not logs:
+        target = self._target() if state.is_world_process_zero and logs else None
+        if target is None:
             return
         metrics = {name: float(logs[key]) for key, name in STEP_METRICS.items() if isinstance(logs.get(key), Number)}
         metrics |= {f"train_{name}": float(logs[name]) for name in self.metric_names if name in logs}
         metrics |= {f"val_{name}": float(logs[f"eval_{name}"]) for name in self.metric_names if f"eval_{name}" in logs}
         if metrics:
-            mlflow.log_metrics(metrics, step=state.global_step)
+            client, run_id = target
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(key, value, now, state.global_step)
+                                              for key, value in metrics.items()])
 
 
 def loss_history(log_history: list[dict], metric_names: tuple[str, ...] = ()) -> list[dict]:

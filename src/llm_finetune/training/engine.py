@@ -29,6 +29,7 @@ accumulation steps by the Trainer.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -39,10 +40,12 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer
 
 from llm_finetune.models.precision import compute_context, resolve_precision
+from llm_finetune.models.tuning import half_dtype
 from llm_finetune.training.attention import set_attention, use_training_attention
 from llm_finetune.training.batching import ShuffledLengthGroupedSampler
 from llm_finetune.training.callbacks import EarlyStopping, MlflowSteps, Throughput, loss_history, peak_gemm_flops
 from llm_finetune.training.objectives import Objective
+from llm_finetune.training.parallel import summed_over_ranks, through_wrapper
 from llm_finetune.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class FitResult:
     model: object
     history: list[dict]
     info: dict
+    trained_state: dict | None = None  # under N processes: the trainable weights, gathered (FSDP / DeepSpeed)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -79,69 +83,108 @@ def fit(objective: Objective, train_rows: list[dict], val_rows: list[dict], sett
     there, with the same data order, so the result equals an uninterrupted run. The folder is
     removed after a successful run unless ``keep_checkpoints``. ``settings_key``: where the settings
     live in the parameters (``rm.train``), the prefix of their MLflow parameters.
+
+    With ``settings.distributed`` the caller stays the driver: the engine runs in processes started
+    by ``torchrun`` / ``accelerate launch`` (:mod:`llm_finetune.training.distributed`) and the trained
+    weights come back into a model built here; otherwise it runs in this process.
     """
+    if not train_rows or not val_rows:
+        raise ValueError(f"{objective.name} needs train and val rows, got {len(train_rows)} and {len(val_rows)}")
+    if settings.distributed is None:
+        return fit_in_process(objective, train_rows, val_rows, settings, checkpoint_dir, callbacks, settings_key)
+    if callbacks:
+        raise ValueError("extra callbacks cannot cross into launched processes; train without train.distributed")
+    from llm_finetune.training.distributed import cleanup, launch
+
+    launched = launch(objective, train_rows, val_rows, settings, checkpoint_dir, settings_key)
+    model, _, _ = objective.build_model(settings, resolve_precision(settings.precision))
+    launched.load_into(model)
+    cleanup(launched)
+    return FitResult(model=model, history=launched.history, info=launched.info)
+
+
+def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[dict], settings: TrainSettings,
+                   checkpoint_dir: Path | None = None, callbacks=(), settings_key: str = "train",
+                   mlflow_run: dict | None = None, clean_up: bool = True) -> FitResult:
+    """:func:`fit` in this process: one device, or one rank of a launched run (``mlflow_run``: the
+    driver's ``{tracking_uri, run_id}``, which rank 0 logs its steps into; ``clean_up=False``: the
+    driver removes the checkpoints once every rank is done)."""
     from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
-    if not train_rows or not val_rows:
-        raise ValueError(f"{objective.name} needs train and val rows, got {len(train_rows)} and {len(val_rows)}")
     precision = resolve_precision(settings.precision)
     set_seed(settings.seed)
     model, trainable, total = objective.build_model(settings, precision)
+    trainable_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     attention, model_attention = use_training_attention(model, settings.attention, precision)
     throughput = Throughput(objective.flops_per_token(total, settings),
-                            peak_gemm_flops(torch.bfloat16 if precision == "bf16" else torch.float32))
+                            peak_gemm_flops(half_dtype(precision), device=next(model.parameters()).device))
     stopping = [EarlyStopping(**settings.early_stopping.model_dump())] if settings.early_stopping else []
     with tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch:
         output_dir = Path(checkpoint_dir) if checkpoint_dir else Path(scratch)
         output_dir.mkdir(parents=True, exist_ok=True)
+        last = get_last_checkpoint(str(output_dir)) if settings.resume and checkpoint_dir else None
+        arguments = training_arguments(settings, precision, output_dir, checkpoint_dir is not None)
+        # the untrained model's val row: evaluated by the Trainer once the model is wrapped (an evaluate()
+        # before train() would leave DDP unwrapped), and restored from the checkpoint on resume
+        arguments.eval_on_start = settings.eval_before_training and last is None
         trainer = ObjectiveTrainer(
-            model=model, args=training_arguments(settings, precision, output_dir, checkpoint_dir is not None),
+            model=model, args=arguments,
             train_dataset=_Rows([objective.row(r) for r in train_rows]),
             eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
-            callbacks=[throughput, *stopping, MlflowSteps(objective.metric_names, {settings_key: settings.as_params()}), *callbacks],
+            callbacks=[throughput, *stopping, *callbacks,
+                       MlflowSteps(objective.metric_names, {settings_key: settings.as_params()}, **(mlflow_run or {}))],
             objective=objective, length_grouped=settings.group_by_length)
-        last = get_last_checkpoint(str(output_dir)) if settings.resume and checkpoint_dir else None
+        if trainer.args.n_gpu > 1:
+            raise RuntimeError(f"{trainer.args.n_gpu} GPUs are visible to one process: set "
+                               f"{settings_key}.distributed.processes={trainer.args.n_gpu} to train on all of them "
+                               "(or CUDA_VISIBLE_DEVICES=0 for one)")
         if last:
             logger.info("Resuming training from %s", last)
         elif settings.resume:
             logger.info("train.resume is set but %s holds no checkpoint: starting from step 0", output_dir)
         with compute_context(model, precision, autocast=False):  # the Trainer autocasts in compute_loss
-            before = trainer.evaluate() if settings.eval_before_training else None
             result = trainer.train(resume_from_checkpoint=last)
             if trainer.state.global_step % settings.eval_steps:
                 trainer.evaluate()
+        trained_state = None
+        if trainer.args.world_size > 1:  # a collective: every rank takes part, rank 0 gets the full weights
+            state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+            trained_state = {name: state[name] for name in trainable_names if state and name in state}
     if attention != model_attention:
         set_attention(model, model_attention)
-    if checkpoint_dir and not settings.keep_checkpoints:
+    if checkpoint_dir and clean_up and not settings.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    history = loss_history(([before | {"step": 0}] if before else []) + trainer.state.log_history,
-                           objective.metric_names)
+    history = loss_history(trainer.state.log_history, objective.metric_names)
     runtime = result.metrics["train_runtime"]
     info = {"objective": objective.name, "method": settings.method, "precision": precision, "attention": attention,
             "trainable_parameters": trainable, "total_parameters": total, "train_runtime_s": round(runtime, 1),
-            "global_steps": trainer.state.global_step, "train_rows": len(train_rows), "val_rows": len(val_rows),
+            "global_steps": trainer.state.global_step, "world_size": trainer.args.world_size,
+            "train_rows": len(train_rows), "val_rows": len(val_rows),
             "input_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
             "peak_gemm_tflops": round(throughput.peak_flops / 1e12, 3), "mean_mfu": throughput.mean_mfu(),
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,
             "resumed_from": Path(last).name if last else None,
             "final_train_loss": round(result.training_loss, 6),
             "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 6)}
-    return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows))
+    return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows),
+                     trained_state=trained_state)
 
 
 def training_arguments(settings: TrainSettings, precision: str, output_dir: Path, checkpointing: bool):
-    """transformers ``TrainingArguments`` from the settings."""
+    """transformers ``TrainingArguments`` from the settings, then ``settings.trainer_args`` on top
+    (checked against ``TrainingArguments`` in preflight: :func:`llm_finetune.training.settings.train_settings`)."""
     from transformers import TrainingArguments
 
-    return TrainingArguments(
+    arguments = dict(
         output_dir=str(output_dir), seed=settings.seed, data_seed=settings.seed,
         num_train_epochs=settings.epochs, max_steps=settings.max_steps or -1,
         per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.eval_rows_per_batch,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
         learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
         lr_scheduler_type=settings.lr_scheduler, warmup_steps=settings.warmup_steps,
-        max_grad_norm=settings.max_grad_norm, bf16=precision == "bf16", use_cpu=not torch.cuda.is_available(),
+        max_grad_norm=settings.max_grad_norm, bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="random",  # length grouping: our sampler (ObjectiveTrainer)
         eval_strategy="steps", eval_steps=settings.eval_steps, logging_steps=settings.logging_steps,
         save_strategy="steps" if checkpointing and settings.save_steps else "no",
@@ -150,7 +193,12 @@ def training_arguments(settings: TrainSettings, precision: str, output_dir: Path
         optim=settings.optimizer, neftune_noise_alpha=settings.neftune_noise_alpha,
         gradient_checkpointing=settings.gradient_checkpointing, include_num_input_tokens_seen="all",
         prediction_loss_only=True,
+        # under N processes: trained tokens counted over all ranks (ObjectiveTrainer.compute_loss), every
+        # trainable parameter takes part in every step (no unused-parameter search), gloo on CPU
+        average_tokens_across_devices=True, ddp_find_unused_parameters=False,
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
     )
+    return TrainingArguments(**arguments | settings.trainer_args)
 
 
 class ObjectiveTrainer(Trainer):
@@ -174,12 +222,27 @@ class ObjectiveTrainer(Trainer):
             return SequentialSampler(dataset)
         if not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
+        # grouped by the global batch: the ranks take consecutive per-device slices of it (accelerate's
+        # batch sharding), so N processes see the batches of one process with N times the batch size
         return ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
-                                            self.args.per_device_train_batch_size, self.args.data_seed)
+                                            self.args.per_device_train_batch_size * self.args.world_size,
+                                            self.args.data_seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with self.accelerator.autocast():  # the Trainer's autocast wraps model.forward, which objectives bypass
-            loss, metrics = self.objective.loss(model, inputs, num_items_in_batch)
+        """The objective's loss, run as the forward of the (possibly wrapped) model.
+
+        A token-level loss is divided by the trained tokens of all ranks (``num_items_in_batch`` is
+        gathered by the Trainer); DDP then averages the gradients over the ranks, so the loss is
+        multiplied by their number to make the step one process's step on the global batch.
+        """
+        def objective_loss(inner):
+            with self.accelerator.autocast():  # the Trainer's autocast wraps model.forward, which objectives bypass
+                return self.objective.loss(inner, inputs, num_items_in_batch)
+
+        loss, metrics = through_wrapper(model, objective_loss)
+        if (model.training and self.loss_is_scaled_for_ga and num_items_in_batch is not None
+                and self.args.average_tokens_across_devices):
+            loss = loss * self.accelerator.num_processes
         sums = self.metric_sums["train" if model.training else "eval"]
         for name, values in metrics.items():
             total, count = sums.get(name, (0.0, 0))
@@ -196,7 +259,7 @@ class ObjectiveTrainer(Trainer):
     def log(self, logs: dict, start_time: float | None = None) -> None:
         mode, prefix = ("eval", "eval_") if "eval_loss" in logs else ("train", "") if "loss" in logs else (None, "")
         if mode:
-            logs |= {f"{prefix}{name}": round(total / count, 6)
-                     for name, (total, count) in self.metric_sums[mode].items() if count}
+            sums = summed_over_ranks(self.metric_sums[mode], self.objective.metric_names)  # every rank logs
+            logs |= {f"{prefix}{name}": round(total / count, 6) for name, (total, count) in sums.items() if count}
             self.metric_sums[mode] = {}
         super().log(logs, start_time)

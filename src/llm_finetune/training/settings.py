@@ -19,7 +19,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 logger = logging.getLogger(__name__)
-METHODS = ("lora", "full", "freeze")
+METHODS = ("lora", "qlora", "full", "freeze")
+LAUNCHERS = ("torchrun", "accelerate")
+# TrainingArguments a stage's settings own: set them by their own key, not through trainer_args
+OWNED_TRAINER_ARGS = {
+    "seed": "seed", "data_seed": "seed", "num_train_epochs": "epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "batch_size", "per_device_eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps", "learning_rate": "learning_rate",
+    "weight_decay": "weight_decay", "lr_scheduler_type": "lr_scheduler", "warmup_steps": "warmup_steps",
+    "warmup_ratio": "warmup_steps", "max_grad_norm": "max_grad_norm", "bf16": "precision", "fp16": "precision",
+    "eval_steps": "eval_steps", "logging_steps": "logging_steps", "save_steps": "save_steps", "optim": "optimizer",
+    "neftune_noise_alpha": "neftune_noise_alpha", "gradient_checkpointing": "gradient_checkpointing",
+    "output_dir": "the stage's checkpoints dataset", "resume_from_checkpoint": "resume",
+    "report_to": "MLflow (kedro-mlflow)", "use_cpu": "the device in use",
+}
 
 
 class _Strict(BaseModel):
@@ -51,12 +64,42 @@ class EarlyStoppingSettings(_Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+class DistributedSettings(_Strict):
+    """``train.distributed``: train in N processes started by a launcher, the train node their driver.
+
+    ``processes`` per node (GPUs, or CPU processes with gloo); ``nnodes`` > 1 needs the same command
+    on every node (the driver logs it) and ``data/`` on storage all nodes share. ``accelerate_config``:
+    an ``accelerate config`` file (FSDP, DeepSpeed) for ``launcher: accelerate``.
+    """
+
+    processes: int = Field(2, ge=1)
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
+    launcher: Literal["torchrun", "accelerate"] = "torchrun"
+    accelerate_config: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.accelerate_config and self.launcher != "accelerate":
+            raise ValueError("accelerate_config needs launcher: accelerate")
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.processes * self.nnodes
+
+
 class TrainSettings(_Strict):
     """The engine's settings (:func:`llm_finetune.training.engine.fit`); defaults are the sft defaults."""
 
-    method: Literal["lora", "full", "freeze"] = "lora"
+    method: Literal["lora", "qlora", "full", "freeze"] = "lora"  # qlora: LoRA on a 4-bit NF4 base (CUDA)
     seed: int = 123
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the CPU / GPU runs it natively
+    # auto: bf16 where the CPU / GPU runs it natively, else fp16 with loss scaling on a GPU, else fp32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     attention: str = "auto"  # auto | sdpa | eager | sdpa_fp32 (auto: fp32 attention in bf16 CPU training)
     epochs: float = Field(1, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
@@ -84,6 +127,27 @@ class TrainSettings(_Strict):
     early_stopping: EarlyStoppingSettings | None = None
     lora: LoraSettings = LoraSettings()
     freeze: FreezeSettings = FreezeSettings()
+    distributed: DistributedSettings | None = None  # None: train in the train node's own process
+    trainer_args: dict = {}  # any other transformers TrainingArguments (fsdp, ddp_timeout, ...), checked
+
+    @model_validator(mode="after")
+    def _trainer_args_known(self):
+        from dataclasses import fields
+
+        from transformers import TrainingArguments
+
+        known = {f.name for f in fields(TrainingArguments) if f.init}
+        problems = []
+        for key in self.trainer_args:
+            if key in OWNED_TRAINER_ARGS:
+                problems.append(f"trainer_args.{key} is set by {OWNED_TRAINER_ARGS[key]}")
+            elif key not in known:
+                near = difflib.get_close_matches(key, known, n=1)
+                problems.append(f"trainer_args.{key} is not a TrainingArguments field"
+                                + (f"; did you mean {near[0]}?" if near else ""))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _attention_known(self):
@@ -101,6 +165,15 @@ class TrainSettings(_Strict):
     @property
     def eval_rows_per_batch(self) -> int:
         return self.eval_batch_size or self.batch_size
+
+    @property
+    def world_size(self) -> int:
+        return self.distributed.world_size if self.distributed else 1
+
+    @property
+    def global_batch_size(self) -> int:
+        """Rows per micro-batch over all processes: what one process sees with ``batch_size`` x N."""
+        return self.batch_size * self.world_size
 
     def as_params(self) -> dict:
         """Plain values, as saved in ``training_params.json`` and hashed into checkpoint keys."""
@@ -140,9 +213,17 @@ def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
     """:class:`TrainSettings` from a stage's parameters; errors name ``where.<key>``."""
     params = dict(params or {})
     try:
-        return TrainSettings(**params)
+        settings = TrainSettings(**params)
     except ValidationError as error:
         raise ValueError(_explain(error, where)) from None
+    if settings.method == "qlora":
+        from llm_finetune.models.tuning import qlora_problems
+
+        problems = qlora_problems()
+        if problems:
+            raise ValueError(f"{where}.method qlora trains LoRA on a 4-bit base and needs CUDA and bitsandbytes: "
+                             + "; ".join(problems) + f". Use {where}.method: lora on this machine.")
+    return settings
 
 
 def _explain(error: ValidationError, where: str) -> str:

@@ -36,10 +36,11 @@ def _settings(params: dict) -> tuple[TrainSettings, str]:
 
 def training_rows(train_rows: list[dict], val_rows: list[dict], settings: TrainSettings,
                   cutoff_len: int) -> tuple[list[dict], list[dict], dict]:
-    """The capped training rows and the val rows, each with its KL partner (groups of the batch sizes)."""
+    """The capped training rows and the val rows, each with its KL partner (groups of the global batch sizes:
+    under N processes the ranks' micro-batches together are one group, as one process's batch would be)."""
     train_rows, cap_record = settings.capped(train_rows, "kto.train", "rows")
-    return (with_kl_partners(train_rows, settings.batch_size, cutoff_len),
-            with_kl_partners(val_rows, settings.eval_rows_per_batch, cutoff_len), cap_record)
+    return (with_kl_partners(train_rows, settings.global_batch_size, cutoff_len),
+            with_kl_partners(val_rows, settings.eval_rows_per_batch * settings.world_size, cutoff_len), cap_record)
 
 
 def _key(train: list[dict], val: list[dict], base_model_info: dict, start_adapter: Path | None,
@@ -129,7 +130,7 @@ def evaluate_kto(test_rows: list[dict], kto_adapter: Path, base_model: Path, tra
 
     As in ``dpo``, the headline takes the *base model* as reference for both (the base scores 0: every
     logratio is 0, no better than the KL estimate): ``rewards/accuracies`` is the share of test rows on
-    the right side of the KL estimate for their label (KL per group of ``kto.train.batch_size`` rows, as
+    the right side of the KL estimate for their label (KL per group of ``kto.train.batch_size`` x processes rows, as
     in training). Rows made from preference pairs add ``pairwise_accuracy``: the DPO-scale pairwise
     reward accuracy, comparable with ``dpo.metrics``. ``tuned_vs_start`` takes the start model as reference.
     """
@@ -137,7 +138,7 @@ def evaluate_kto(test_rows: list[dict], kto_adapter: Path, base_model: Path, tra
         raise ValueError("kto.test_labelled holds fewer than 2 rows: nothing to evaluate a KL estimate on")
     settings, precision = _settings(params)
     loss = KtoSettings.from_params(params)
-    rows = with_kl_partners(test_rows, settings.batch_size, tokenize_params["cutoff_len"])
+    rows = with_kl_partners(test_rows, settings.global_batch_size, tokenize_params["cutoff_len"])
     pad = load_tokenizer(base_model).pad_token_id
 
     def logps(adapter: Path | None) -> dict:
@@ -147,7 +148,7 @@ def evaluate_kto(test_rows: list[dict], kto_adapter: Path, base_model: Path, tra
     base = logps(None)
     start = logps(start_adapter) if start_adapter else base
     tuned = logps(kto_adapter)
-    group = settings.batch_size
+    group = settings.global_batch_size
     report = {"start": labelled_report(start, base, rows, loss, group),
               "tuned": labelled_report(tuned, base, rows, loss, group),
               "tuned_vs_start": labelled_report(tuned, start, rows, loss, group)}

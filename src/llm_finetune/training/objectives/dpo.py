@@ -229,11 +229,12 @@ def build_policy(base_model: Path, start_adapter: Path | None, lora: dict, preci
     from peft import get_peft_model
 
     from llm_finetune.models.loading import load_causal_lm
-    from llm_finetune.models.tuning import lora_config
+    from llm_finetune.models.tuning import half_dtype, lora_config
 
-    model = load_causal_lm(base_model, dtype=torch.float32, adapter=start_adapter)
-    if precision == "bf16":
-        model = model.to(torch.bfloat16)
+    # the SFT adapter merges into fp32 weights (exact); without one the base loads straight in the
+    # training dtype, so a GPU never holds an fp32 copy (the same rounding as casting after)
+    model = load_causal_lm(base_model, dtype=torch.float32 if start_adapter else half_dtype(precision),
+                           adapter=start_adapter).to(half_dtype(precision))
     model = get_peft_model(model, lora_config(lora))
     for parameter in model.parameters():
         if parameter.requires_grad:

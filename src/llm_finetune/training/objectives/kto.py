@@ -29,6 +29,7 @@ from llm_finetune.tokens.packing import PadCollator
 from llm_finetune.training.numerics import scored_in_length_order, sequence_logps
 from llm_finetune.training.objectives import Objective
 from llm_finetune.training.objectives.dpo import build_policy
+from llm_finetune.training.parallel import global_mean
 
 LOSS_TYPES = ("kto", "apo_zero_unpaired")
 KTO_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
@@ -72,13 +73,15 @@ def collate_labelled(rows: list[dict], pad_token_id: int) -> dict:
 
 
 def kto_loss(logps: torch.Tensor, ref_logps: torch.Tensor, kl_logps: torch.Tensor, ref_kl_logps: torch.Tensor,
-             labels: torch.Tensor, settings: KtoSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean loss over the rows and per-row metrics (see the module docstring)."""
+             labels: torch.Tensor, settings: KtoSettings,
+             mean=torch.mean) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean loss over the rows and per-row metrics (see the module docstring). ``mean``: how the KL
+    estimate averages its rows (training under N processes: over every rank's rows, as TRL gathers it)."""
     ref_logps, ref_kl_logps = ref_logps.to(logps.device, logps.dtype), ref_kl_logps.to(logps.device, logps.dtype)
     labels = labels.to(logps.device).bool()
     beta = settings.beta
     if settings.loss_type == "kto":
-        kl = (kl_logps.detach() - ref_kl_logps).mean().clamp(min=0)
+        kl = mean(kl_logps.detach() - ref_kl_logps).clamp(min=0)
     else:
         kl = torch.zeros((), device=logps.device, dtype=logps.dtype)
     logratios = logps - ref_logps
@@ -175,7 +178,8 @@ class KtoObjective(Objective):
         logps, _ = sequence_logps(model, {"input_ids": batch["input_ids"], "labels": batch["labels"]})
         with torch.no_grad():
             kl_logps, _ = sequence_logps(model, {"input_ids": batch["kl_input_ids"], "labels": batch["kl_labels"]})
-        return kto_loss(logps, batch["ref_logps"], kl_logps, batch["ref_kl_logps"], batch["label"], self.settings)
+        return kto_loss(logps, batch["ref_logps"], kl_logps, batch["ref_kl_logps"], batch["label"], self.settings,
+                        mean=global_mean)
 
     def flops_per_token(self, total_parameters: int, settings) -> float:
         """The completions train (forward + backward) and the KL rows only run forward: ~ (4N + 2N) per token."""
