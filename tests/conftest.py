@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+# The suite's figures and tolerances are CPU figures (what CI runs): a GPU on the test machine stays hidden,
+# also from the subprocess runs, so no test feeds CPU tensors to a model placed on cuda. GPU paths are
+# unit-tested through their contracts (tests/training/test_distributed_settings.py).
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO / "data" / "01_raw" / "demo_instructions.json"
 REAL_DATA = REPO.parent / "shared" / "data" / "real"

@@ -41,3 +41,17 @@ def test_the_judge_report_and_errors_show_the_url_without_its_secret():
     with pytest.raises(JudgeEndpointError) as error:
         check_endpoint(endpoint)
     assert SECRET not in str(error.value) and "***@" in str(error.value)
+
+
+def test_checkpoint_keys_follow_the_world_size_not_the_rendezvous():
+    from llm_finetune.provenance import checkpoint_key
+    from llm_finetune.training.settings import train_settings
+
+    def key(params):
+        return checkpoint_key({"train": "t"}, {"fingerprint": "f"}, train_settings(params).as_params())
+
+    two = key({"distributed": {"processes": 2}})
+    assert two == key({"distributed": {"processes": 2, "master_port": 29999, "launcher": "accelerate"}})
+    assert two != key({"distributed": {"processes": 4}}) != key({})
+    assert key({}) == key({"trainer_args": {}, "resume": True})  # bookkeeping and unset keys leave the key alone
+    assert key({}) != key({"trainer_args": {"ddp_timeout": 60}})

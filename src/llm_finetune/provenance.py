@@ -63,10 +63,16 @@ def checkpoint_key(data: dict, base_model_info: dict, train_params: dict) -> str
     """Which run a checkpoint belongs to: its data identities, base model and numeric parameters.
 
     ``data`` names what the stage trains on (cache keys of token folders, a reference key, ...);
-    :data:`BOOKKEEPING_KEYS` are left out, so resuming with ``resume: true`` finds the same folder.
+    :data:`BOOKKEEPING_KEYS` are left out, so resuming with ``resume: true`` finds the same folder; of
+    ``distributed`` only the world size counts (a run resumes under the world size it was checkpointed in).
     """
-    identity = {**data, "base": base_model_info.get("fingerprint"),
-                "params": {k: v for k, v in train_params.items() if k not in BOOKKEEPING_KEYS}}
+    params = {k: v for k, v in train_params.items() if k not in BOOKKEEPING_KEYS}
+    for key, unset in (("distributed", None), ("trainer_args", {})):  # keys of runs without them stay as they were
+        if params.get(key, unset) == unset:
+            params.pop(key, None)
+    if params.get("distributed"):  # the world size changes the numbers; where the processes meet does not
+        params["distributed"] = {"world_size": params["distributed"]["processes"] * params["distributed"]["nnodes"]}
+    identity = {**data, "base": base_model_info.get("fingerprint"), "params": params}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -135,16 +135,24 @@ def test_loss_masks_packing_validation_and_a_local_model(lf_folder, tiny_model_d
     assert mask_history == "last_assistant"
 
 
+def test_qlora_and_fp16_map_onto_the_method_and_the_precision(lf_folder):
+    params = translate(example("lora_sft") | {"quantization_bit": 4, "fp16": True, "bf16": False}).params
+    assert params["train"]["method"] == "qlora" and params["train"]["precision"] == "fp16"
+    assert params["train"]["lora"]["r"] == example("lora_sft").get("lora_rank", 8)
+    with pytest.raises(TranslationError, match="QLoRA here is 4-bit NF4 under LoRA, in sft and pt"):
+        translate(example("lora_dpo") | {"quantization_bit": 4})
+
+
 def test_keys_that_cannot_be_honoured_are_refused_together_with_the_nearest_known_key(lf_folder):
-    data = example("full_sft") | {"deepspeed": "examples/deepspeed/ds_z3_config.json", "quantization_bit": 4,
+    data = example("full_sft") | {"deepspeed": "examples/deepspeed/ds_z3_config.json", "quantization_bit": 8,
                                   "image_max_pixels": 262144, "fp16": True, "learnig_rate": 1e-4,
                                   "packing": True, "pref_loss": "kto_pair", "stage": "dpo", "freeze_vision_tower": True}
     with pytest.raises(TranslationError) as error:
         translate(data, "full_dpo.yaml")
     message = str(error.value)
-    assert message.startswith("full_dpo.yaml: 7 key(s) cannot be honoured, so nothing was run")
-    for expected in ("deepspeed: 'examples/deepspeed/ds_z3_config.json': DeepSpeed arrives with multi-process",
-                     "quantization_bit: 4: QLoRA", "image_max_pixels: 262144: multimodal", "fp16: True: fp16",
+    assert message.startswith("full_dpo.yaml: 6 key(s) cannot be honoured, so nothing was run")
+    for expected in ("deepspeed: 'examples/deepspeed/ds_z3_config.json': DeepSpeed is not translated",
+                     "quantization_bit: 8: QLoRA here is 4-bit NF4", "image_max_pixels: 262144: multimodal",
                      "learnig_rate: not a LLaMA-Factory training argument this translation knows; did you mean "
                      "learning_rate?", "packing: true without neat_packing lets packed samples attend to each other",
                      "pref_loss: 'kto_pair' is not supported"):

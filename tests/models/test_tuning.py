@@ -42,8 +42,8 @@ def test_freeze_trains_only_the_chosen_modules_of_the_last_layers(tiny_model_dir
     assert whole_layer > trainable
     with pytest.raises(ValueError, match="trainable_layers must be 1..2"):
         prepare(tiny_model_dir, PARAMS | {"method": "freeze", "freeze": {"trainable_layers": 3}})
-    with pytest.raises(ValueError, match="method 'qlora'"):
-        prepare(tiny_model_dir, PARAMS | {"method": "qlora"})
+    with pytest.raises(ValueError, match="method 'ia3'"):
+        prepare(tiny_model_dir, PARAMS | {"method": "ia3"})
 
 
 @pytest.mark.parametrize("method", ["full", "freeze"])

@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from llm_finetune.tokens.conversations import IGNORE_INDEX
-from llm_finetune.tokens.packing import PadCollator, pack_rows, padding_stats
+from llm_finetune.tokens.packing import (
+    FlatteningCollator,
+    PadCollator,
+    pack_rows,
+    padding_stats,
+)
 
 
 def sample(length, start, trained_from=2):
@@ -68,3 +73,35 @@ def test_a_sample_has_the_same_logits_and_loss_packed_or_alone(tiny_model_dir, m
                 trained += n
                 offset += length
     torch.testing.assert_close(packed_loss, torch.stack(alone_losses).sum() / trained, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["none", "bfd"])
+def test_a_flattened_batch_gives_every_sample_its_loss_alone(tiny_model_dir, mode):
+    """FlashAttention-2's layout (one row, position ids restarting per sample, no padding), run here through
+    transformers' SDPA path, which reads the same position ids as the varlen kernel's cu_seqlens."""
+    from transformers import AutoModelForCausalLM
+
+    from llm_finetune.training.numerics import sequence_logps
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    generator = torch.Generator().manual_seed(1)
+    rows = []
+    for length in (17, 9, 23, 12, 5, 30):
+        ids = torch.randint(5, 500, (length,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": ids[:1] + [IGNORE_INDEX] * 2 + ids[3:]})  # label at 0: masked
+    batch = FlatteningCollator()(pack_rows(rows, mode, capacity=48))
+    total = sum(len(r["input_ids"]) for r in rows)
+    assert batch["input_ids"].shape == (1, total) and "attention_mask" not in batch  # no padding, no mask
+    assert int((batch["position_ids"] == 0).sum()) == len(rows)  # every sample starts its own positions
+    assert all(batch["labels"][0, i] == IGNORE_INDEX for i in (batch["position_ids"][0] == 0).nonzero()[:, 0])
+    with torch.no_grad():
+        targets = batch["labels"][0, 1:] != IGNORE_INDEX
+        flat_logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                            use_cache=batch["use_cache"]).logits[0, :-1][targets]
+        flat_sum = torch.nn.functional.cross_entropy(flat_logits, batch["labels"][0, 1:][targets], reduction="sum")
+        alone = [sequence_logps(model, {"input_ids": torch.tensor([r["input_ids"]]),
+                                        "labels": torch.tensor([[IGNORE_INDEX] + r["labels"][1:]])})[0]
+                 for r in rows]
+    torch.testing.assert_close(flat_sum, -torch.cat(alone).sum(), atol=1e-4, rtol=1e-5)
+    padded = PadCollator(pad_token_id=0)(rows)  # the same rows batched with padding: the flattened batch has none
+    assert padded["input_ids"].numel() > batch["input_ids"].numel()

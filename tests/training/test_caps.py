@@ -37,6 +37,18 @@ def test_preflight_names_every_cap_in_effect(tiny_model_dir, caplog):
     assert caps_in_effect(train_settings({}, "train"), "train", [{"name": "d", "max_rows": None}], {}) == {}
 
 
+
+def test_preference_stages_refuse_a_method_they_would_not_train(tiny_model_dir):
+    """rm / dpo / kto always train a LoRA: full / freeze / qlora there would be ignored, so preflight says so."""
+    import pytest
+
+    plan = [{"name": "demo_preferences", "kind": "preference", "max_rows": None}]
+    registry = {"tiny": {"source": "local", "path": str(tiny_model_dir)}}
+    with pytest.raises(ValueError, match="dpo.train.method 'full': dpo trains a LoRA"):
+        stage_preflight("dpo", plan, "tiny", registry, TOKENIZE, {"train": {"method": "full"}, "loss_type": "sigmoid",
+                                                                  "beta": 0.1})
+
+
 def test_max_train_rows_keeps_the_first_samples_before_packing(tiny_model_dir, tmp_path):
     """Before, the cap sliced packed bins in the engine: under bfd the longest-first bins, so 5 'rows'
     were 5 bins of several samples each, and the samples kept were not the first ones."""

@@ -9,6 +9,7 @@ before the fix) gives each rank its own gradients, which the last test shows the
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -70,22 +71,27 @@ def _gradients(model) -> dict[str, torch.Tensor]:
 
 
 def _rank(rank: int, kind: str, model_dir, store: str, out: str, reach_past: bool) -> None:
-    from llm_finetune.models.loading import load_tokenizer
-
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        objective = _objective(kind, model_dir)
-        rows = _rows(kind, load_tokenizer(model_dir))
-        torch.manual_seed(0)
-        model, _, _ = objective.build_model(SETTINGS, "fp32")
-        model.train()
-        wrapped = DistributedDataParallel(model, find_unused_parameters=False)
-        trained = sum(sum(label != IGNORE_INDEX for label in r.get("labels", [])[1:]) for r in rows)
-        half = rows[rank * 2:(rank + 1) * 2]
-        _loss(objective, wrapped, half, trained, 2, reach_past).backward()
-        torch.save(_gradients(wrapped), f"{out}.{rank}")
+        torch.save(_rank_gradients(rank, kind, model_dir, reach_past), f"{out}.{rank}")
     finally:
+        gc.collect()  # DDP's reducer must go before its process group: freed after, its destructor can deadlock
         dist.destroy_process_group()
+
+
+def _rank_gradients(rank: int, kind: str, model_dir, reach_past: bool) -> dict:
+    from llm_finetune.models.loading import load_tokenizer
+
+    objective = _objective(kind, model_dir)
+    rows = _rows(kind, load_tokenizer(model_dir))
+    torch.manual_seed(0)
+    model, _, _ = objective.build_model(SETTINGS, "fp32")
+    model.train()
+    wrapped = DistributedDataParallel(model, find_unused_parameters=False)
+    trained = sum(sum(label != IGNORE_INDEX for label in r.get("labels", [])[1:]) for r in rows)
+    half = rows[rank * 2:(rank + 1) * 2]
+    _loss(objective, wrapped, half, trained, 2, reach_past).backward()
+    return _gradients(wrapped)
 
 
 def _two_ranks(kind: str, model_dir, tmp_path, reach_past: bool = False) -> list[dict]:

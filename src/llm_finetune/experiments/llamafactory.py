@@ -199,7 +199,15 @@ def _method(build: _Builder, stage: str, train: str) -> None:
     if method not in ("lora", "full", "freeze"):
         build.refuse("finetuning_type", f"{method!r} is not supported (lora, full, freeze)")
         return
-    build.take("finetuning_type", f"{train}.method", "lora")
+    bits = build.value("quantization_bit")
+    if bits is not None and (int(bits) != 4 or method != "lora" or stage not in ("sft", "pt")):
+        build.refuse("quantization_bit", f"{bits!r}: QLoRA here is 4-bit NF4 under LoRA, in sft and pt")
+    if bits is not None and build.value("quantization_method", "bnb") not in ("bnb", "bitsandbytes"):
+        build.refuse("quantization_method", f"{build.value('quantization_method')!r}: only bitsandbytes")
+    if bits is not None:
+        build.put("quantization_bit", f"{train}.method", "qlora")
+    else:
+        build.take("finetuning_type", f"{train}.method", "lora")
     if method == "lora":
         rank = int(build.value("lora_rank", 8))
         build.take("lora_rank", f"{train}.lora.r", 8, int)
@@ -337,8 +345,11 @@ def _training(build: _Builder, train: str) -> None:
         build.take("warmup_ratio", f"{train}.warmup_steps", None, float)
     logging_steps = build.value("logging_steps", defaults["logging_steps"])
     build.take("eval_steps", f"{train}.eval_steps", logging_steps, lambda v: int(v if v else logging_steps))
-    build.take("bf16", f"{train}.precision", False, lambda v: "bf16" if v else "fp32")
-    if not build.value("bf16"):
+    if build.value("fp16"):
+        build.take("fp16", f"{train}.precision", False, lambda v: "fp16")
+    else:
+        build.take("bf16", f"{train}.precision", False, lambda v: "bf16" if v else "fp32")
+    if not build.value("bf16") and not build.value("fp16"):
         build.out.notes.append("bf16 is off: fp32, as LLaMA-Factory on a CPU (on a bf16 GPU it infers bf16 from the "
                                "model; set precision: bf16 for that)")
     attention = build.value("flash_attn", "auto")

@@ -41,11 +41,11 @@ NO_EFFECT = {
 }
 # LLaMA-Factory arguments we honour only at their default: {key: (default, why another value is refused)}
 ONLY_DEFAULT = {
-    "fp16": (False, "fp16 training is not supported yet (bf16 or fp32; GPU fp16 arrives with scale-out)"),
     "pure_bf16": (False, "pure bf16 (no fp32 master weights) is not supported: use bf16"),
-    "deepspeed": (None, "DeepSpeed arrives with multi-process training (scale-out)"),
-    "fsdp": ("", "FSDP arrives with multi-process training (scale-out)"),
-    "quantization_bit": (None, "QLoRA (a quantized base) is not supported yet"),
+    "deepspeed": (None, "DeepSpeed is not translated: set train.distributed with launcher: accelerate and an "
+                        "accelerate config that names this DeepSpeed file (README, Scale out)"),
+    "fsdp": ("", "FSDP is not translated: set train.distributed with launcher: accelerate and an accelerate FSDP "
+                 "config (README, Scale out)"),
     "adapter_name_or_path": (None, "to start from an SFT adapter run the <stage>_sft pipeline after an sft run "
                                    "(the newest sft adapter, or --load-versions sft.adapter:<version>)"),
     "resume_from_checkpoint": (None, "resume with train.resume: true (checkpoints are keyed by the run's inputs)"),
@@ -84,7 +84,7 @@ OWN_KEYS = {"model_name_or_path", "model_revision", "trust_remote_code", "stage"
             "kto_rejected_weight", "dataset", "dataset_dir", "max_samples", "val_size", "cutoff_len", "packing",
             "neat_packing", "train_on_prompt", "mask_history", "mix_strategy", "interleave_probs", "template", "bf16",
             "flash_attn", "disable_gradient_checkpointing", "gradient_checkpointing", "warmup_ratio", "warmup_steps",
-            "eval_steps", "enable_thinking"}
+            "eval_steps", "enable_thinking", "fp16", "quantization_bit", "quantization_method"}
 KNOWN_KEYS = OWN_KEYS | set(TRAINING_KEYS) | set(NO_EFFECT) | set(ONLY_DEFAULT)
 ATTENTION = {"auto": "auto", "sdpa": "sdpa", "disabled": "eager", "fa2": "flash_attention_2"}
 PREF_LOSSES = ("sigmoid", "hinge", "ipo", "orpo", "simpo")

@@ -133,6 +133,30 @@ class PadCollator:
         return batch
 
 
+@dataclass
+class FlatteningCollator:
+    """The rows of a batch laid end to end as one row of shape ``(1, total tokens)``: no padding, no mask,
+    ``position_ids`` restarting at every sample (the row's own, or ``0..n-1`` for an unpacked row).
+
+    For ``attention: flash_attention_2``: transformers gives FlashAttention-2 the sample boundaries
+    (``cu_seqlens``, its variable-length kernel) from the position ids only in a batch of one row;
+    with more rows and no mask, packed samples would attend to each other. Flattened, every sample
+    attends only to itself, exactly as alone, and no compute goes to padding. Each sample's first
+    token is never a target (nothing of its own precedes it), so the previous sample never predicts it.
+    """
+
+    def __call__(self, rows: list[dict]) -> dict:
+        input_ids, labels, positions = [], [], []
+        for row in rows:
+            row_positions = list(row.get("position_ids") or range(len(row["input_ids"])))
+            input_ids += list(row["input_ids"])
+            positions += row_positions
+            labels += [IGNORE_INDEX if position == 0 else label for label, position in zip(row["labels"],
+                                                                                          row_positions)]
+        return {"input_ids": torch.tensor([input_ids]), "labels": torch.tensor([labels]),
+                "position_ids": torch.tensor([positions]), "use_cache": False}
+
+
 def in_length_order(items: list, lengths: list[int], batch_size: int, score_batch) -> list:
     """``score_batch`` over batches of ``items`` sorted by length; one result per item, in input order.
 

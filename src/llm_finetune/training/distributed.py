@@ -83,15 +83,11 @@ def launch_command(distributed, folder: Path, node_rank: int | None = None) -> l
     command += ["--num_processes", str(distributed.world_size), "--num_machines", str(distributed.nnodes),
                 "--machine_rank", str(node_rank), "--main_process_ip", distributed.master_addr,
                 "--main_process_port", str(distributed.master_port)]
-    if not distributed.accelerate_config:
-        command += ["--multi_gpu"] if _has_cuda() else ["--cpu"]
+    if not distributed.accelerate_config and distributed.world_size > 1:
+        # accelerate's multi-process launcher (torch elastic underneath); on a CPU the Trainer then picks gloo.
+        # Its --cpu flag would start one process without MPI.
+        command += ["--multi_gpu"]
     return command + worker
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _mlflow_run() -> dict | None:

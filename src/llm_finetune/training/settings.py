@@ -216,6 +216,14 @@ def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
         settings = TrainSettings(**params)
     except ValidationError as error:
         raise ValueError(_explain(error, where)) from None
+    if settings.attention == "flash_attention_2":
+        _check_flash_attention(settings, where)
+    if settings.trainer_args.get("deepspeed"):
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ValueError(f"{where}.trainer_args.deepspeed needs the deepspeed package (pip install deepspeed), "
+                             "on the machines that train")
     if settings.method == "qlora":
         from llm_finetune.models.tuning import qlora_problems
 
@@ -224,6 +232,25 @@ def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
             raise ValueError(f"{where}.method qlora trains LoRA on a 4-bit base and needs CUDA and bitsandbytes: "
                              + "; ".join(problems) + f". Use {where}.method: lora on this machine.")
     return settings
+
+
+def _check_flash_attention(settings: TrainSettings, where: str) -> None:
+    """FlashAttention-2 runs in fp16 / bf16 on CUDA with the flash-attn package; sft and pt batches are then
+    flattened into one row (:class:`llm_finetune.tokens.packing.FlatteningCollator`) so packed samples keep
+    their boundaries."""
+    import importlib.util
+
+    import torch
+
+    if settings.precision == "fp32":
+        raise ValueError(f"{where}.attention flash_attention_2 computes in fp16 / bf16 only, and {where}.precision is "
+                         f"fp32: set {where}.precision: auto (or bf16), or {where}.attention: sdpa")
+    missing = [what for what, absent in (("a CUDA device", not torch.cuda.is_available()),
+                                         ("the flash-attn package", importlib.util.find_spec("flash_attn") is None))
+               if absent]
+    if missing:
+        raise ValueError(f"{where}.attention flash_attention_2 needs {' and '.join(missing)}; use {where}.attention: "
+                         "auto (sdpa, with packed samples kept apart by a block mask)")
 
 
 def _explain(error: ValidationError, where: str) -> str:

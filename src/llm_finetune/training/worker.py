@@ -33,7 +33,23 @@ def main(folder: Path) -> None:
                             TrainSettings(**spec["settings"]), checkpoint_dir, settings_key=spec["settings_key"],
                             mlflow_run=spec["mlflow"], clean_up=False)
     if rank == 0:
-        write_result(folder, result.trained_state, result.history, result.info)
+        trained = result.trained_state if result.trained_state is not None else {  # a world of one
+            name: parameter for name, parameter in result.model.named_parameters() if parameter.requires_grad}
+        write_result(folder, trained, result.history, result.info)
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Free the Trainer's DDP reducer, then the process group (freed the other way round, gloo's destructor
+    can deadlock on the GIL), after every rank is done."""
+    import gc
+
+    import torch.distributed as dist
+
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

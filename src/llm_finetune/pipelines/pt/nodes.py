@@ -86,8 +86,9 @@ def train_pt_adapter(train_blocks: Path, val_blocks: Path, base_model: Path, bas
     data = {"train": token_folder_key(train_blocks), "val": token_folder_key(val_blocks)}
     folder = Path(checkpoints) / checkpoint_key(data, base_model_info, settings.as_params())
     train_rows, cap_record = settings.capped(load_rows(train_blocks).to_list(), "pt.train", "blocks")
-    result = fit(LanguageModelObjective(base_model), train_rows, load_rows(val_blocks).to_list(), settings,
-                 checkpoint_dir=folder, settings_key="pt.train")
+    objective = LanguageModelObjective(base_model, flatten=settings.attention == "flash_attention_2")
+    result = fit(objective, train_rows, load_rows(val_blocks).to_list(), settings, checkpoint_dir=folder,
+                 settings_key="pt.train")
     info = result.info | cap_record | {"train_blocks": result.info["train_rows"], "val_blocks": result.info["val_rows"],
                           "versions": package_versions()}
     block_keys = ("block_size", "remainder", "cross_document_attention")

@@ -67,7 +67,7 @@ def train_adapter(train_tokens: Path, val_tokens: Path, base_model: Path, base_m
     from llm_finetune.training.objectives.language_model import LanguageModelObjective
 
     settings = train_settings(train_params, "train")
-    objective = LanguageModelObjective(base_model)
+    objective = LanguageModelObjective(base_model, flatten=settings.attention == "flash_attention_2")
     data = {"train": token_folder_key(train_tokens), "val": token_folder_key(val_tokens)}
     folder = Path(checkpoints) / checkpoint_key(data, base_model_info, settings.as_params())
     result = fit(objective, load_rows(train_tokens).to_list(), load_rows(val_tokens).to_list(), settings,

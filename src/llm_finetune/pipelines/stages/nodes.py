@@ -44,6 +44,9 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
     if kind != "text":
         settings_from_params(tokenize_params)
     settings = train_settings(stage_params.get("train"), f"{stage}.train")
+    if stage != "pt" and settings.method != "lora":
+        raise ValueError(f"{stage}.train.method {settings.method!r}: {stage} trains a LoRA on the start model (its "
+                         "adapter disabled is the reference / the base of the score head); use lora")
     limits = {"tokenize.cutoff_len": tokenize_params["cutoff_len"]} if kind != "text" else {}
     if stage == "pt":
         limits["pt.eval.max_blocks"] = (stage_params.get("eval") or {}).get("max_blocks")

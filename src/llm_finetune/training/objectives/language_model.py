@@ -27,7 +27,7 @@ from llm_finetune.models.loading import load_causal_lm, load_tokenizer
 from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.tuning import prepare_model
 from llm_finetune.tokens.conversations import IGNORE_INDEX
-from llm_finetune.tokens.packing import PadCollator, in_length_order
+from llm_finetune.tokens.packing import FlatteningCollator, PadCollator, in_length_order
 from llm_finetune.training.numerics import sequence_logps, trained_token_loss
 from llm_finetune.training.objectives import Objective
 
@@ -40,8 +40,9 @@ class LanguageModelObjective(Objective):
 
     name = "language_model"
 
-    def __init__(self, base_model: Path):
-        self.base_model = Path(base_model)
+    def __init__(self, base_model: Path, flatten: bool = False):
+        """``flatten``: batches as one row without padding (:class:`FlatteningCollator`), for FlashAttention-2."""
+        self.base_model, self.flatten = Path(base_model), flatten
         self.pad_token_id = load_tokenizer(self.base_model).pad_token_id
 
     def build_model(self, settings, precision: str):
@@ -55,6 +56,8 @@ class LanguageModelObjective(Objective):
         return len(row["input_ids"])
 
     def collate(self, rows: list[dict]) -> dict:
+        if self.flatten:
+            return FlatteningCollator()(rows)
         return PadCollator(self.pad_token_id, attention_mask=False)(rows)
 
     def loss(self, model, batch: dict, num_items_in_batch=None):
