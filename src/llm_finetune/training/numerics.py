@@ -6,7 +6,7 @@ prompt and padding positions. Here the decoder's last hidden states are gathered
 positions first, so the LM head, the fp32 log-softmax and their backward run on those alone: a
 quarter of the tokens on the book's data, about 1.4x faster LoRA steps on CPU. The SFT / pt
 loss (:func:`trained_token_loss`), DPO's sequence log-probs and held-out perplexity
-(:func:`sequence_logps`) all go through :func:`_trained_logits`; ``tests/training/test_numerics.py``
+(:func:`sequence_logps`) all go through :func:`trained_logits`; ``tests/training/test_numerics.py``
 pins the equality with the model's own loss. Only architectures whose logits are plainly
 ``lm_head(hidden)`` (optionally soft-capped, as in Gemma) take this path; any other model
 computes its logits itself (:func:`supports_trained_token_loss`).
@@ -45,7 +45,7 @@ def supports_trained_token_loss(model) -> bool:
             and getattr(causal, "model", None) is not None and causal.get_output_embeddings() is not None)
 
 
-def _trained_logits(model, inputs: dict, trained: torch.Tensor) -> torch.Tensor:
+def trained_logits(model, inputs: dict, trained: torch.Tensor) -> torch.Tensor:
     """fp32 logits predicting each trained target (``trained``: a mask over ``labels[:, 1:]``)."""
     forward = {k: v for k, v in inputs.items() if k in FORWARD_KEYS}
     if not supports_trained_token_loss(model):
@@ -65,7 +65,7 @@ def trained_token_loss(model, inputs: dict, num_items_in_batch: int | torch.Tens
     """
     targets = inputs["labels"][:, 1:]
     trained = targets != IGNORE_INDEX
-    total = F.cross_entropy(_trained_logits(model, inputs, trained), targets[trained], reduction="sum")
+    total = F.cross_entropy(trained_logits(model, inputs, trained), targets[trained], reduction="sum")
     divisor = num_items_in_batch if num_items_in_batch is not None else trained.sum().clamp(min=1)
     return total / divisor
 
@@ -74,7 +74,7 @@ def sequence_logps(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log-prob sums, labelled token counts)`` per row: ``log p(label_t | < t)`` over the labelled positions."""
     targets = inputs["labels"][:, 1:]
     trained = targets != IGNORE_INDEX
-    token_logps = -F.cross_entropy(_trained_logits(model, inputs, trained), targets[trained], reduction="none")
+    token_logps = -F.cross_entropy(trained_logits(model, inputs, trained), targets[trained], reduction="none")
     rows = trained.nonzero()[:, 0]
     sums = torch.zeros(len(targets), dtype=token_logps.dtype, device=token_logps.device)
     return sums.index_add(0, rows, token_logps), trained.sum(dim=1)

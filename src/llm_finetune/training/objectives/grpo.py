@@ -1,0 +1,128 @@
+"""Group-relative policy optimisation (GRPO): the advantages and the clipped policy loss, as in TRL 1.16.
+
+This module holds the maths the ``grpo`` stage trains with (issue 16); the online loop (sample
+``num_generations`` completions per prompt, score them with the reward functions, several policy
+updates per generation batch) is the stage's, on the shared engine. Definitions, as in TRL 1.16's
+``GRPOTrainer`` (``tests/training/objectives/test_grpo_parity_trl.py`` pins them):
+
+* advantages: a completion's reward minus the mean reward of its group (the completions of one
+  prompt), divided by the group's standard deviation + 1e-4 (``scale_rewards: group``), by the whole
+  batch's (``batch``), or not divided (``none``, Dr. GRPO's advice);
+* per completion token, with ``ratio = exp(log π - log π_old)`` (``π_old``: the policy that sampled
+  the completions; equal to π on the first update of a generation batch):
+  ``-min(ratio · A, clip(ratio, 1 - ε_low, 1 + ε_high) · A)``, plus ``β · KL`` with the k3 estimate
+  ``exp(log π_ref - log π) - (log π_ref - log π) - 1`` against the reference (the start model),
+  multiplied by ``ratio`` when ``kl_bias_correction`` (TRL 1.16's default, after DeepSeek-V3.2: the KL
+  gradient is then the unbiased reverse-KL gradient for completions sampled from ``π_old``);
+* ``loss_type`` aggregates the token losses: ``grpo``, the mean over each completion's tokens, then
+  over completions (short completions weigh more per token); ``bnpo``, the mean over all completion
+  tokens of the batch; ``dr_grpo``, the sum divided by completions x ``max_completion_length`` (no
+  length bias);
+* log-probs are of the completion tokens under logits divided by the sampling ``temperature``,
+  through the shared trained-positions path (:func:`llm_finetune.training.numerics.sequence_logps`'s
+  gather), so the LM head runs on the completion tokens only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.training.numerics import trained_logits
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+@dataclass(frozen=True)
+class GrpoSettings:
+    """``grpo.loss_type``, ``beta`` (KL weight; 0: no reference pass), ``epsilon_low`` / ``epsilon_high`` (the
+    clip range; ``epsilon_high`` defaults to ``epsilon_low``), ``scale_rewards``, ``num_generations`` (completions
+    per prompt), ``max_completion_length``, the sampling ``temperature`` and ``kl_bias_correction``, checked."""
+
+    loss_type: str = "grpo"
+    beta: float = 0.0
+    epsilon_low: float = 0.2
+    epsilon_high: float | None = None
+    scale_rewards: str = "group"
+    num_generations: int = 8
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    kl_bias_correction: bool = True
+
+    def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"grpo.loss_type {self.loss_type!r} is not one of {LOSS_TYPES}")
+        if self.scale_rewards not in SCALE_REWARDS:
+            raise ValueError(f"grpo.scale_rewards {self.scale_rewards!r} is not one of {SCALE_REWARDS}")
+        if self.beta < 0 or not 0 < self.epsilon_low < 1 or (self.epsilon_high is not None and self.epsilon_high <= 0):
+            raise ValueError("grpo.beta must be >= 0, grpo.epsilon_low in (0, 1) and grpo.epsilon_high > 0")
+        if self.num_generations < 2:
+            raise ValueError("grpo.num_generations must be at least 2: advantages compare completions of a prompt")
+        if self.max_completion_length < 1 or not self.temperature > 0:
+            raise ValueError("grpo.max_completion_length must be >= 1 and grpo.temperature > 0")
+
+    @property
+    def clip_range(self) -> tuple[float, float]:
+        return 1 - self.epsilon_low, 1 + (self.epsilon_low if self.epsilon_high is None else self.epsilon_high)
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
+    """Advantages of ``rewards`` (one per completion, the completions of a prompt consecutive)."""
+    if len(rewards) % group_size:
+        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    groups = rewards.float().view(-1, group_size)
+    centred = (groups - groups.mean(dim=1, keepdim=True)).flatten()
+    if scale == "none":
+        return centred
+    spread = groups.std(dim=1).repeat_interleave(group_size) if scale == "group" else rewards.float().std().expand(
+        len(rewards))
+    return centred / (spread + 1e-4)
+
+
+def completion_logps(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                     completion_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``(B, T)`` log-probs of each completion token after its prompt (0 where ``completion_mask`` is 0)."""
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX),
+                        completion_ids.masked_fill(completion_mask == 0, IGNORE_INDEX)], dim=1)
+    trained = labels[:, 1:] != IGNORE_INDEX
+    logits = trained_logits(model, {"input_ids": input_ids, "attention_mask": attention_mask}, trained)
+    token_logps = -F.cross_entropy(logits / temperature, labels[:, 1:][trained], reduction="none")
+    grid = torch.zeros(trained.shape, dtype=token_logps.dtype, device=token_logps.device)
+    grid[trained] = token_logps
+    return grid[:, -completion_ids.size(1):]
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: torch.Tensor,
+              mask: torch.Tensor, settings: GrpoSettings) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The batch loss (see the module docstring) and per-completion metrics: ``kl``, ``clip_ratio``
+    (share of tokens where the clipped term was taken), ``completion_length``."""
+    mask = mask.to(logps.dtype)
+    advantages = advantages.to(logps.dtype).unsqueeze(1)
+    ratio = torch.exp(logps - old_logps)
+    low, high = settings.clip_range
+    clipped = torch.clamp(ratio, low, high)
+    token_losses = -torch.min(ratio * advantages, clipped * advantages)
+    tokens = mask.sum(dim=1).clamp(min=1)
+    metrics = {"completion_length": mask.sum(dim=1).detach(),
+               "clip_ratio": (((ratio * advantages > clipped * advantages).to(mask.dtype) * mask).sum(1) / tokens)
+               .detach()}
+    if settings.beta:
+        if ref_logps is None:
+            raise ValueError("grpo.beta > 0 needs the reference log-probs")
+        delta = ref_logps - logps
+        kl = torch.exp(delta) - delta - 1
+        token_losses = token_losses + settings.beta * (kl * ratio if settings.kl_bias_correction else kl)
+        metrics["kl"] = ((kl * mask).sum(1) / tokens).detach()
+    if settings.loss_type == "grpo":
+        loss = ((token_losses * mask).sum(dim=1) / tokens).mean()
+    elif settings.loss_type == "bnpo":
+        loss = (token_losses * mask).sum() / mask.sum().clamp(min=1)
+    else:
+        loss = (token_losses * mask).sum() / (len(logps) * settings.max_completion_length)
+    return loss, metrics
