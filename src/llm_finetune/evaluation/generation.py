@@ -94,36 +94,48 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
     A response ends at the first of :func:`end_token_ids` or ``extra_end_ids`` (the template's end of
     turn), which is not part of its text."""
     end_ids = list(dict.fromkeys([*end_token_ids(model, tokenizer), *extra_end_ids]))
+    generated, timing = generate_token_ids(model, tokenizer, encoded, batch_size, decoding, end_ids)
+    responses = [decoding.cut(tokenizer.decode(ids[:-1] if ids and ids[-1] in end_ids else ids,
+                                               skip_special_tokens=True)) for ids in generated]
+    logger.info("Generated %d responses in %.1f s (%s new tokens/s)", len(encoded), timing["seconds"],
+                timing["tokens_per_s"])
+    return responses, timing
+
+
+def generate_token_ids(model, tokenizer, encoded: list[list[int]], batch_size: int, decoding: Decoding,
+                       end_ids: list[int], progress: bool = True) -> tuple[list[list[int]], dict]:
+    """The one generation loop: new token ids per prompt, up to and including the first of ``end_ids``
+    (GRPO trains on them as sampled), batches sorted by prompt length, the model's train / eval mode
+    restored afterwards. Seeded by ``decoding.seed``."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    responses: list[str] = [""] * len(encoded)
+    generated: list[list[int]] = [[] for _ in encoded]
     pad_id = tokenizer.pad_token_id
+    was_training = model.training
     model.eval()
     torch.manual_seed(decoding.seed)
     batches, started = [], time.perf_counter()
-    for number, start in enumerate(tqdm(range(0, len(order), batch_size), desc="generate", unit="batch")):
+    starts = range(0, len(order), batch_size)
+    for number, start in enumerate(tqdm(starts, desc="generate", unit="batch", disable=not progress)):
         batch = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in batch)
         ids = torch.tensor([[pad_id] * (width - len(encoded[i])) + encoded[i] for i in batch])
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in batch])
         batch_started = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=True,
                                  **decoding.generate_kwargs(tokenizer, end_ids))
-        new_tokens = 0
         for row, index in enumerate(batch):
-            generated = _until_end(out[row, width:].tolist(), set(end_ids))
-            new_tokens += len(generated)
-            text_ids = generated[:-1] if generated and generated[-1] in end_ids else generated
-            responses[index] = decoding.cut(tokenizer.decode(text_ids, skip_special_tokens=True))
-        batches.append({"batch": number, "rows": len(batch), "prompt_width": width, "new_tokens": new_tokens,
+            generated[index] = _until_end(out[row, width:].tolist(), set(end_ids))
+        batches.append({"batch": number, "rows": len(batch), "prompt_width": width,
+                        "new_tokens": sum(len(generated[i]) for i in batch),
                         "seconds": round(time.perf_counter() - batch_started, 3), "row_indices": batch})
+    model.train(was_training)
     seconds = time.perf_counter() - started
     total_new = sum(b["new_tokens"] for b in batches)
     timing = {"seconds": round(seconds, 2), "rows": len(encoded), "new_tokens": total_new,
               "tokens_per_s": round(total_new / seconds, 1) if seconds else None,
               "responses_per_s": round(len(encoded) / seconds, 2) if seconds else None, "batches": batches}
-    logger.info("Generated %d responses in %.1f s (%s new tokens/s)", len(encoded), seconds, timing["tokens_per_s"])
-    return responses, timing
+    return generated, timing
 
 
 def _until_end(tokens: list[int], end_ids: set[int]) -> list[int]:

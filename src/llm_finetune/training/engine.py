@@ -45,7 +45,7 @@ from llm_finetune.training.attention import set_attention, use_training_attentio
 from llm_finetune.training.batching import ShuffledLengthGroupedSampler
 from llm_finetune.training.callbacks import EarlyStopping, MlflowSteps, Throughput, loss_history, peak_gemm_flops
 from llm_finetune.training.objectives import Objective
-from llm_finetune.training.parallel import summed_over_ranks, through_wrapper
+from llm_finetune.training.parallel import summed_over_ranks, through_wrapper, unwrap
 from llm_finetune.training.settings import TrainSettings
 
 logger = logging.getLogger(__name__)
@@ -235,6 +235,8 @@ class ObjectiveTrainer(Trainer):
         gathered by the Trainer); DDP then averages the gradients over the ranks, so the loss is
         multiplied by their number to make the step one process's step on the global batch.
         """
+        inputs = self.objective.prepare(unwrap(model), inputs, self.state.global_step)
+
         def objective_loss(inner):
             with self.accelerator.autocast():  # the Trainer's autocast wraps model.forward, which objectives bypass
                 return self.objective.loss(inner, inputs, num_items_in_batch)

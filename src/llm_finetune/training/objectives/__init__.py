@@ -22,6 +22,11 @@ class Objective:
         """``(model, trainable parameters, total parameters)``, ready to train."""
         raise NotImplementedError
 
+    def prepare(self, model, batch: dict, step: int) -> dict:
+        """The batch the loss reads, made from the collated one outside any data-parallel wrapper (an online
+        objective samples and scores completions here, seeded by the optimiser ``step``). Default: as is."""
+        return batch
+
     def row(self, row: dict) -> dict:
         """The fields of a stored row the batch needs (the dataset keeps only these)."""
         return row

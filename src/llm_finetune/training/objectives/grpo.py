@@ -30,8 +30,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.training.numerics import trained_logits
+from llm_finetune.training.objectives import Objective
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -126,3 +128,101 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     else:
         loss = (token_losses * mask).sum() / (len(logps) * settings.max_completion_length)
     return loss, metrics
+
+
+class GrpoObjective(Objective):
+    """GRPO with LoRA on prompt rows (``prompt_ids`` plus the judges' ``prompt_input`` / ``reference`` / ``meta``).
+
+    Each step, :meth:`prepare` samples ``num_generations`` completions per prompt with the current policy
+    (seeded by the step, so a rerun samples the same), scores them with ``score`` (a
+    :class:`llm_finetune.evaluation.rewards.RewardSet`'s ``score``, passed in by the pipeline), and turns the
+    totals into group advantages; :meth:`loss` is the clipped objective against the sampling policy, with
+    the KL to the start model (the LoRA disabled) when ``beta > 0``. One policy update per generation
+    batch (``π_old = π``): the ratio is 1 and the clip only matters from a second update on.
+    """
+
+    name = "grpo"
+
+    def __init__(self, base_model, start_adapter, settings: GrpoSettings, score, pad_token_id: int,
+                 end_ids: list[int], reward_names: tuple[str, ...], seed: int = 123):
+        self.base_model, self.start_adapter, self.settings = base_model, start_adapter, settings
+        self.score, self.pad_token_id, self.end_ids, self.seed = score, pad_token_id, list(end_ids), seed
+        self.metric_names = ("reward", "reward_std", "completion_length", "clip_ratio",
+                             *(("kl",) if settings.beta else ()), *(f"rewards/{name}" for name in reward_names),
+                             *(f"failed/{name}" for name in reward_names))
+        self.tokenizer, self.precision = None, "fp32"
+
+    def build_model(self, settings, precision: str):
+        from llm_finetune.models.loading import load_tokenizer
+        from llm_finetune.training.objectives.dpo import build_policy
+
+        self.tokenizer, self.precision = load_tokenizer(self.base_model), precision
+        model = build_policy(self.base_model, self.start_adapter, settings.lora.model_dump(), precision)
+        return (model, sum(p.numel() for p in model.parameters() if p.requires_grad),
+                sum(p.numel() for p in model.parameters()))
+
+    def row(self, row: dict) -> dict:
+        return {k: row[k] for k in ("prompt_ids", "prompt_input", "reference", "meta") if k in row}
+
+    def length(self, row: dict) -> int:
+        return len(row["prompt_ids"])
+
+    def collate(self, rows: list[dict]) -> dict:
+        """The prompt rows as they are (completions are sampled in :meth:`prepare`) and their padded ids, which
+        the Trainer counts as the tokens seen."""
+        width = max(len(row["prompt_ids"]) for row in rows)
+        ids = [[self.pad_token_id] * (width - len(row["prompt_ids"])) + list(row["prompt_ids"]) for row in rows]
+        return {"rows": rows, "input_ids": torch.tensor(ids)}
+
+    def prepare(self, model, batch: dict, step: int) -> dict:
+        from llm_finetune.evaluation.generation import Decoding, generate_token_ids
+
+        settings, group = self.settings, self.settings.num_generations
+        rows = [row for row in batch["rows"] for _ in range(group)]
+        decoding = Decoding(max_new_tokens=settings.max_completion_length, do_sample=True,
+                            temperature=settings.temperature, seed=self.seed + step + (0 if model.training else 10**6))
+        prompts = [list(row["prompt_ids"]) for row in rows]
+        with compute_context(model, self.precision):
+            completions, _ = generate_token_ids(model, self.tokenizer, prompts, len(prompts), decoding, self.end_ids,
+                                                progress=False)
+        texts = [self.tokenizer.decode([t for t in ids if t not in self.end_ids], skip_special_tokens=True).strip()
+                 for ids in completions]
+        scored = self.score(texts, [{k: r.get(k) for k in ("prompt_input", "reference", "meta")} for r in rows])
+        total = torch.tensor(scored["total"], dtype=torch.float32)
+        width, length = max(len(p) for p in prompts), max(max(len(c) for c in completions), 1)
+        device = next(model.parameters()).device
+        prompt_ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
+        prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        completion_ids = torch.tensor([c + [self.pad_token_id] * (length - len(c)) for c in completions],
+                                      device=device)
+        completion_mask = torch.tensor([[1] * len(c) + [0] * (length - len(c)) for c in completions], device=device)
+        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+                "completion_mask": completion_mask, "rewards": total,
+                "advantages": group_advantages(total, group, settings.scale_rewards).to(device),
+                "by_reward": scored["by_reward"], "failed": scored["failed"], "texts": texts}
+
+    def loss(self, model, batch: dict, num_items_in_batch=None):
+        inputs = {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
+        logps = completion_logps(model, **inputs, temperature=self.settings.temperature)
+        reference = None
+        if self.settings.beta:
+            with torch.no_grad(), model.disable_adapter():
+                reference = completion_logps(model, **inputs, temperature=self.settings.temperature)
+        loss, metrics = grpo_loss(logps, logps.detach(), reference, batch["advantages"], batch["completion_mask"],
+                                  self.settings)
+        groups = batch["rewards"].view(-1, self.settings.num_generations)
+        metrics |= {"reward": batch["rewards"], "reward_std": groups.std(dim=1).repeat_interleave(groups.size(1))}
+        metrics |= {f"rewards/{name}": torch.tensor(values) for name, values in batch["by_reward"].items()}
+        metrics |= {f"failed/{name}": torch.tensor([float(count)]) for name, count in batch["failed"].items()}
+        return loss, metrics
+
+    def flops_per_token(self, total_parameters: int, settings) -> float:
+        """Per prompt token; sampling the completions is not counted (MFU here is the update's)."""
+        return 4 * total_parameters
+
+    def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
+        train = [row for row in history if row["split"] == "train"]
+        return {"loss_type": self.settings.loss_type, "beta": self.settings.beta,
+                "num_generations": self.settings.num_generations, "prompts": len(train_rows),
+                "first_train_reward": train[0].get("reward") if train else None,
+                "final_train_reward": train[-1].get("reward") if train else None}
