@@ -2,7 +2,7 @@
 
 from kedro.pipeline import Pipeline
 
-from llm_finetune.pipelines import data, dpo, evaluation, export, kto, pt, rm, sft, stages, tokenize
+from llm_finetune.pipelines import data, dpo, evaluation, export, grpo, kto, pt, rm, sft, stages, tokenize
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -16,4 +16,6 @@ def register_pipelines() -> dict[str, Pipeline]:
             "eval": evaluation.create_file_pipeline(), "export": export.create_pipeline(),
             "rm": stage("rm", rm.create_pipeline()), "dpo": stage("dpo", dpo.create_pipeline()),
             "dpo_sft": stage("dpo", dpo.create_pipeline(start_from="sft")), "kto": stage("kto", kto.create_pipeline()),
-            "kto_sft": stage("kto", kto.create_pipeline(start_from="sft")), "pt": stage("pt", pt.create_pipeline())}
+            "kto_sft": stage("kto", kto.create_pipeline(start_from="sft")), "pt": stage("pt", pt.create_pipeline()),
+            "grpo": stage("grpo", grpo.create_pipeline()),
+            "grpo_sft": stage("grpo", grpo.create_pipeline(start_from="sft"))}

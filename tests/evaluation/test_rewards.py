@@ -62,6 +62,7 @@ def test_the_llm_judge_reward_scores_on_0_to_1_and_keeps_its_failures():
     ([{"name": "exact_match"}, {"name": "exact_match"}], "names a reward twice"),
     ([{"name": "tests.evaluation.test_rewards:missing"}], "cannot import"),
     ([{"name": "tests.evaluation.test_rewards:RECORDS"}], "is not callable"),
+    ([{"name": "reward_model", "path": "no/such/folder"}], "not a reward model folder"),
 ])
 def test_configuration_mistakes_are_named(entries, message):
     with pytest.raises(ValueError, match=message):

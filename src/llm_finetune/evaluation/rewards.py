@@ -103,6 +103,10 @@ class Reward:
         missing = [key for key in REQUIRED.get(entry["name"], ()) if key not in options]
         if missing:
             raise ValueError(f"grpo.rewards: {entry['name']} needs {', '.join(missing)}")
+        if entry["name"] == "reward_model":  # `latest` or a folder, checked now (preflight), not mid-training
+            from llm_finetune.evaluation.judging.reward_judge import resolve_reward_model
+
+            options["path"] = str(resolve_reward_model(options["path"]))
         return cls(entry["name"], _resolve(entry["name"]), float(entry.get("weight", 1.0)),
                    float(entry.get("failed_score", 0.0)), options)
 

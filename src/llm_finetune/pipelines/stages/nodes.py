@@ -17,9 +17,10 @@ from llm_finetune.training.objectives.kto import KtoSettings
 from llm_finetune.training.settings import caps_in_effect, train_settings
 
 logger = logging.getLogger(__name__)
-STAGE_KINDS = {"rm": "preference", "dpo": "preference", "kto": "labelled", "pt": "text"}
+STAGE_KINDS = {"rm": "preference", "dpo": "preference", "kto": "labelled", "pt": "text", "grpo": "prompt"}
 # record kinds a stage's data may hold: kto reads labelled conversations (kto_tag) or preference pairs
-ACCEPTED_KINDS = {"preference": ("preference",), "labelled": ("conversation", "preference"), "text": ("text",)}
+ACCEPTED_KINDS = {"preference": ("preference",), "labelled": ("conversation", "preference"), "text": ("text",),
+                  "prompt": ("conversation",)}
 
 
 def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model_registry: dict,
@@ -56,6 +57,12 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
         KtoSettings.from_params(stage_params)
     if stage == "pt":
         BlockSettings.from_params(stage_params)
+    if stage == "grpo":
+        from llm_finetune.evaluation.rewards import RewardSet
+        from llm_finetune.training.objectives.grpo import settings_from_params as grpo_settings
+
+        grpo_settings(stage_params)
+        RewardSet.from_params(stage_params.get("rewards") or [])
     report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
               "datasets": [d["name"] for d in dataset_plan], "trust_remote_code": spec.trust_remote_code,
               "caps": caps_in_effect(settings, f"{stage}.train", dataset_plan, limits)}
@@ -93,3 +100,33 @@ def tokenize_labelled_split(records: list[dict], base_model: Path, tokenize_para
              "mean_tokens": round(sum(len(r["input_ids"]) for r in rows) / len(rows), 1) if rows else 0}
     logger.info("Tokenized labelled rows %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
     return [{k: v for k, v in row.items() if k != "turns_dropped"} for row in rows], quarantined, stats
+
+
+def tokenize_prompt_split(records: list[dict], base_model: Path, tokenize_params: dict) -> tuple[list, list, dict]:
+    """One split of conversations as GRPO prompts: ``(rows, quarantined, stats)``.
+
+    A row is the prompt's tokens (every turn before the last answer, with the template's generation
+    prompt), the judges' ``prompt_input``, the last answer as ``reference`` and the record's ``meta``
+    (``verifiable``, ``family``). A prompt longer than ``tokenize.cutoff_len`` is quarantined, not cut.
+    """
+    from llm_finetune.tokens.conversations import encode_prompts
+    from llm_finetune.tokens.templates import alpaca_input
+
+    tokenizer = load_tokenizer(base_model)
+    settings, _ = settings_from_params(tokenize_params, tokenizer)
+    encoded = encode_prompts(records, settings.template, tokenizer)
+    rows, quarantined = [], []
+    for index, (record, ids) in enumerate(zip(records, encoded)):
+        if len(ids) > settings.cutoff_len:
+            quarantined.append({"row": index, "reason": f"prompt of {len(ids)} tokens > cutoff_len",
+                                "record": record})
+            continue
+        rows.append({"prompt_ids": ids, "prompt_input": alpaca_input(record),
+                     "reference": record["messages"][-1]["content"], "meta": record.get("meta") or {}})
+    stats = {"records_in": len(records), "prompts": len(rows), "quarantined": len(quarantined),
+             "quarantined_by_reason": dict(Counter(q["reason"].split(" of ")[0] for q in quarantined)),
+             "verifiable": sum(bool(r["meta"].get("verifiable")) for r in rows),
+             "template": tokenize_params["template"],
+             "mean_prompt_tokens": round(sum(len(r["prompt_ids"]) for r in rows) / len(rows), 1) if rows else 0}
+    logger.info("Prompts %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
+    return rows, quarantined, stats

@@ -1,5 +1,5 @@
-"""Wiring of the rm / dpo / kto / pt stages' front: preflight -> base model (-> pair tokenization for rm / dpo,
-labelled-row tokenization for kto)."""
+"""Wiring of the rm / dpo / kto / pt / grpo stages' front: preflight -> base model (-> pair tokenization for rm /
+dpo, labelled-row tokenization for kto, prompts for grpo)."""
 
 from functools import partial, update_wrapper
 
@@ -11,6 +11,7 @@ from llm_finetune.pipelines.stages.nodes import (
     stage_preflight,
     tokenize_labelled_split,
     tokenize_pair_split,
+    tokenize_prompt_split,
 )
 
 SPLITS = ("train", "val", "test")
@@ -37,6 +38,10 @@ def create_pipeline(stage: str) -> Pipeline:
         nodes += [node(tokenize_labelled_split, [f"{split}_records", "base_model", "params:tokenize"],
                        [f"{split}_labelled", f"{split}_labelled_quarantine", f"{split}_labelled_stats"],
                        name=f"tokenize_{split}_labelled") for split in SPLITS]
+    if STAGE_KINDS[stage] == "prompt":
+        nodes += [node(tokenize_prompt_split, [f"{split}_records", "base_model", "params:tokenize"],
+                       [f"{split}_prompts", f"{split}_prompts_quarantine", f"{split}_prompts_stats"],
+                       name=f"tokenize_{split}_prompts") for split in SPLITS]
     front = pipeline(nodes, namespace=stage, inputs={"base_model_cache"}, outputs={"base_model", "base_model_info"},
                      parameters={"params:model", "params:model_registry", "params:tokenize", f"params:{stage}",
                                  f"params:{stage}_data"})

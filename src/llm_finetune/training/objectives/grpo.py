@@ -72,6 +72,12 @@ class GrpoSettings:
         return 1 - self.epsilon_low, 1 + (self.epsilon_low if self.epsilon_high is None else self.epsilon_high)
 
 
+def settings_from_params(params: dict) -> GrpoSettings:
+    """:class:`GrpoSettings` from the ``grpo`` block (its other keys: ``train``, ``rewards``, ``rows``, ``eval``)."""
+    names = set(GrpoSettings.__dataclass_fields__)
+    return GrpoSettings(**{k: v for k, v in params.items() if k in names})
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group") -> torch.Tensor:
     """Advantages of ``rewards`` (one per completion, the completions of a prompt consecutive)."""
     if len(rewards) % group_size:
