@@ -45,3 +45,16 @@ def test_same_seed_and_epoch_same_order_other_epoch_other_order():
     b.set_epoch(1)
     assert list(a) != list(b)
     assert list(ShuffledLengthGroupedSampler(sizes, 8, seed=4)) != list(a)
+
+
+def test_repeated_batches_yield_each_step_block_repeats_times_in_a_row():
+    from llm_finetune.training.batching import RepeatedBatches, SeededShuffle
+
+    shuffle = SeededShuffle(10, seed=3)
+    order = list(shuffle)
+    repeated = RepeatedBatches(shuffle, block=4, repeats=2)
+    assert len(repeated) == 20
+    assert list(repeated) == order[:4] * 2 + order[4:8] * 2 + order[8:] * 2
+    assert sorted(order) == list(range(10)) and list(SeededShuffle(10, seed=3)) == order  # seeded, not global RNG
+    repeated.set_epoch(1)
+    assert list(shuffle) != order and sorted(shuffle) == list(range(10))  # the epoch reaches the wrapped sampler

@@ -95,8 +95,7 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
     turn), which is not part of its text."""
     end_ids = list(dict.fromkeys([*end_token_ids(model, tokenizer), *extra_end_ids]))
     generated, timing = generate_token_ids(model, tokenizer, encoded, batch_size, decoding, end_ids)
-    responses = [decoding.cut(tokenizer.decode(ids[:-1] if ids and ids[-1] in end_ids else ids,
-                                               skip_special_tokens=True)) for ids in generated]
+    responses = completion_texts(tokenizer, generated, end_ids, decoding)
     logger.info("Generated %d responses in %.1f s (%s new tokens/s)", len(encoded), timing["seconds"],
                 timing["tokens_per_s"])
     return responses, timing
@@ -136,6 +135,16 @@ def generate_token_ids(model, tokenizer, encoded: list[list[int]], batch_size: i
               "tokens_per_s": round(total_new / seconds, 1) if seconds else None,
               "responses_per_s": round(len(encoded) / seconds, 2) if seconds else None, "batches": batches}
     return generated, timing
+
+
+def completion_texts(tokenizer, generated: list[list[int]], end_ids: list[int],
+                     decoding: Decoding | None = None) -> list[str]:
+    """The text of each :func:`generate_token_ids` answer: its end id left out, special tokens skipped, cut at
+    ``decoding``'s first stop string (the one decoding every stage's answers and GRPO's completions share)."""
+    ends = set(end_ids)
+    texts = [tokenizer.decode(ids[:-1] if ids and ids[-1] in ends else ids, skip_special_tokens=True)
+             for ids in generated]
+    return [decoding.cut(text) if decoding else text.strip() for text in texts]
 
 
 def _until_end(tokens: list[int], end_ids: set[int]) -> list[int]:

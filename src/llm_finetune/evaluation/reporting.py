@@ -34,6 +34,45 @@ def loss_curve(history: list[dict]):
     return figure
 
 
+def reward_curves(history: list[dict]):
+    """GRPO's training signals against the optimiser step: the weighted reward (± its spread within a group) and
+    each reward function's mean (train lines, val points), the KL to the start model, completion length and
+    the clipped share of tokens."""
+    train = [row for row in history if row["split"] == "train"]
+    val = [row for row in history if row["split"] == "val"]
+    names = sorted({key for row in history for key in row if key.startswith("rewards/")})
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    rewards, kl, length, clip = axes.flatten()
+    for number, key in enumerate(["reward", *names]):
+        colour = f"C{number}"
+        points = [(row["step"], row[key]) for row in train if row.get(key) is not None]
+        if points:
+            steps, values = zip(*points)
+            rewards.plot(steps, values, "-", color=colour, label=f"{key} (train)")
+            if key == "reward":
+                spread = [row.get("reward_std") or 0.0 for row in train if row.get(key) is not None]
+                rewards.fill_between(steps, [v - s for v, s in zip(values, spread)],
+                                     [v + s for v, s in zip(values, spread)], color=colour, alpha=0.15)
+        points = [(row["step"], row[key]) for row in val if row.get(key) is not None]
+        if points:
+            rewards.plot(*zip(*points), "o", color=colour, label=f"{key} (val)")
+    rewards.set(xlabel="step", ylabel="reward", title="rewards (band: std within a group)")
+    rewards.legend(fontsize="small")
+    for axis, key, title in ((kl, "kl", "KL to the start model"), (length, "completion_length", "completion tokens"),
+                             (clip, "clip_ratio", "clipped share of tokens")):
+        for split, rows, style in (("train", train, "-"), ("val", val, "o")):
+            points = [(row["step"], row[key]) for row in rows if row.get(key) is not None]
+            if points:
+                axis.plot(*zip(*points), style, label=split)
+        axis.set(xlabel="step", title=title)
+        if axis.lines:
+            axis.legend(fontsize="small")
+    for axis in axes.flatten():
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def ranking_key(rows: list[dict]) -> str:
     """The score that ranks responses: a judge's 0-100 score when it scored any row, else ROUGE-L."""
     for judge in SCORE_JUDGES:

@@ -145,7 +145,7 @@ def translate(data: dict, source: str | Path = "<yaml>", project_path: Path | No
     stage = data.get("stage", "sft")
     if stage not in STAGES:
         raise TranslationError(f"{source}: stage {stage!r} is not supported (pt, sft, rm, dpo, kto"
-                               + ("; ppo: use the grpo stage when it lands)" if stage == "ppo" else ")"))
+                               + ("; ppo: this project's online RL is the grpo pipeline)" if stage == "ppo" else ")"))
     pipeline, train, data_block = STAGES[stage]
     build = _Builder(data, Translation(source=str(source), pipeline=pipeline))
     for key in sorted(set(data) - KNOWN_KEYS):

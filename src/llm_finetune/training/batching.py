@@ -39,3 +39,42 @@ class ShuffledLengthGroupedSampler(torch.utils.data.Sampler):
         partial = [b for b in batches if len(b) < self.batch_size]  # at most one: it stays last
         shuffled = [full[i] for i in torch.randperm(len(full), generator=generator).tolist()]
         return iter([index for batch in shuffled + partial for index in batch])
+
+
+class SeededShuffle(torch.utils.data.Sampler):
+    """Row indices in a random order seeded by ``seed`` and the epoch (a wrapped sampler's order must not
+    hang on the global RNG, which a resumed run restores only later)."""
+
+    def __init__(self, rows: int, seed: int):
+        self.rows, self.seed, self.epoch = rows, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __iter__(self):
+        return iter(torch.randperm(self.rows, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+
+class RepeatedBatches(torch.utils.data.Sampler):
+    """``sampler``'s indices in blocks of ``block`` (one optimiser step's rows over all ranks and accumulation
+    steps), each block yielded ``repeats`` times in a row: GRPO's ``num_iterations`` policy updates on one
+    generation batch. Epoch seeding is ``sampler``'s, so a resumed run sees the same blocks."""
+
+    def __init__(self, sampler, block: int, repeats: int):
+        self.sampler, self.block, self.repeats = sampler, block, repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) * self.repeats
+
+    def __iter__(self):
+        order = list(self.sampler)
+        for start in range(0, len(order), self.block):
+            for _ in range(self.repeats):
+                yield from order[start:start + self.block]

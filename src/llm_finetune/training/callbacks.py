@@ -13,9 +13,11 @@ one would.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from numbers import Number
+from pathlib import Path
 
 import torch
 from mlflow.entities import Metric, Param
@@ -160,6 +162,28 @@ class MlflowSteps(TrainerCallback):
             now = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(key, value, now, state.global_step)
                                               for key, value in metrics.items()])
+
+
+class LoggedRowsInCheckpoints(TrainerCallback):
+    """Writes the objective's :meth:`~llm_finetune.training.objectives.Objective.logged_rows` into every
+    checkpoint (``logged_rows.json``), so a resumed run returns the rows logged before the interruption too."""
+
+    FILE = "logged_rows.json"
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def on_save(self, args, state, control, **kwargs):
+        rows = self.objective.logged_rows()
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if rows and state.is_world_process_zero and folder.is_dir():
+            (folder / self.FILE).write_text(json.dumps(rows, default=str))
+
+    @classmethod
+    def restore(cls, objective, checkpoint: str | Path) -> None:
+        saved = Path(checkpoint) / cls.FILE
+        if saved.is_file():
+            objective.restore_logged_rows(json.loads(saved.read_text()))
 
 
 def loss_history(log_history: list[dict], metric_names: tuple[str, ...] = ()) -> list[dict]:

@@ -45,6 +45,7 @@ class LaunchedRun:
     folder: Path
     history: list[dict]
     info: dict
+    logged_rows: list[dict]
 
     def load_into(self, model) -> None:
         """Copy the trained weights into ``model`` (built by the objective as the ranks built theirs)."""
@@ -132,8 +133,8 @@ def launch(objective, train_rows: list[dict], val_rows: list[dict], settings, ch
     if returncode != 0 or not (result / "info.json").is_file():
         raise RuntimeError(f"the {distributed.launcher} run failed (exit code {returncode}); its spec and any "
                            f"partial output are in {folder}")
-    launched = LaunchedRun(result, json.loads((result / "history.json").read_text()),
-                           json.loads((result / "info.json").read_text()))
+    launched = LaunchedRun(result, *(json.loads((result / f"{name}.json").read_text())
+                                     for name in ("history", "info", "logged_rows")))
     if checkpoint_dir and not settings.keep_checkpoints:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return launched
@@ -144,8 +145,10 @@ def cleanup(launched: LaunchedRun) -> None:
     shutil.rmtree(launched.folder.parent, ignore_errors=True)
 
 
-def write_result(folder: Path, trained_state: dict, history: list[dict], info: dict) -> None:
-    """Rank 0: the trainable weights, history and info into ``folder/result``, written aside and renamed."""
+def write_result(folder: Path, trained_state: dict, history: list[dict], info: dict,
+                 logged_rows: list[dict] = ()) -> None:
+    """Rank 0: the trainable weights, history, info and the objective's logged rows into ``folder/result``,
+    written aside and renamed."""
     from safetensors.torch import save_file
 
     scratch = folder / f"{RESULT}.partial"
@@ -155,4 +158,5 @@ def write_result(folder: Path, trained_state: dict, history: list[dict], info: d
               str(scratch / WEIGHTS))
     (scratch / "history.json").write_text(json.dumps(history))
     (scratch / "info.json").write_text(json.dumps(info, default=str))
+    (scratch / "logged_rows.json").write_text(json.dumps(list(logged_rows), default=str))
     scratch.rename(folder / RESULT)

@@ -32,7 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,8 +42,15 @@ from transformers import Trainer
 from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.tuning import half_dtype
 from llm_finetune.training.attention import set_attention, use_training_attention
-from llm_finetune.training.batching import ShuffledLengthGroupedSampler
-from llm_finetune.training.callbacks import EarlyStopping, MlflowSteps, Throughput, loss_history, peak_gemm_flops
+from llm_finetune.training.batching import RepeatedBatches, SeededShuffle, ShuffledLengthGroupedSampler
+from llm_finetune.training.callbacks import (
+    EarlyStopping,
+    LoggedRowsInCheckpoints,
+    MlflowSteps,
+    Throughput,
+    loss_history,
+    peak_gemm_flops,
+)
 from llm_finetune.training.objectives import Objective
 from llm_finetune.training.parallel import summed_over_ranks, through_wrapper, unwrap
 from llm_finetune.training.settings import TrainSettings
@@ -59,6 +66,7 @@ class FitResult:
     history: list[dict]
     info: dict
     trained_state: dict | None = None  # under N processes: the trainable weights, gathered (FSDP / DeepSpeed)
+    logged_rows: list[dict] = field(default_factory=list)  # the objective's (GRPO: sampled completions)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -100,7 +108,7 @@ def fit(objective: Objective, train_rows: list[dict], val_rows: list[dict], sett
     model, _, _ = objective.build_model(settings, resolve_precision(settings.precision))
     launched.load_into(model)
     cleanup(launched)
-    return FitResult(model=model, history=launched.history, info=launched.info)
+    return FitResult(model=model, history=launched.history, info=launched.info, logged_rows=launched.logged_rows)
 
 
 def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[dict], settings: TrainSettings,
@@ -132,7 +140,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
             model=model, args=arguments,
             train_dataset=_Rows([objective.row(r) for r in train_rows]),
             eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
-            callbacks=[throughput, *stopping, *callbacks,
+            callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
                        MlflowSteps(objective.metric_names, {settings_key: settings.as_params()}, **(mlflow_run or {}))],
             objective=objective, length_grouped=settings.group_by_length)
         if trainer.args.n_gpu > 1:
@@ -141,6 +149,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
                                "(or CUDA_VISIBLE_DEVICES=0 for one)")
         if last:
             logger.info("Resuming training from %s", last)
+            LoggedRowsInCheckpoints.restore(objective, last)
         elif settings.resume:
             logger.info("train.resume is set but %s holds no checkpoint: starting from step 0", output_dir)
         with compute_context(model, precision, autocast=False):  # the Trainer autocasts in compute_loss
@@ -168,7 +177,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
             "final_train_loss": round(result.training_loss, 6),
             "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 6)}
     return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows),
-                     trained_state=trained_state)
+                     trained_state=trained_state, logged_rows=objective.logged_rows())
 
 
 def training_arguments(settings: TrainSettings, precision: str, output_dir: Path, checkpointing: bool):
@@ -219,14 +228,22 @@ class ObjectiveTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(self.objective, "sequential", False):  # batches fixed by the data (KTO's KL partners)
-            return SequentialSampler(dataset)
-        if not self.length_grouped:
+            sampler = SequentialSampler(dataset)
+        elif not self.length_grouped and self.objective.batch_repeats > 1:
+            sampler = SeededShuffle(len(dataset), self.args.data_seed)
+        elif not self.length_grouped:
             return super()._get_train_sampler(train_dataset)
-        # grouped by the global batch: the ranks take consecutive per-device slices of it (accelerate's
-        # batch sharding), so N processes see the batches of one process with N times the batch size
-        return ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
-                                            self.args.per_device_train_batch_size * self.args.world_size,
-                                            self.args.data_seed)
+        else:
+            # grouped by the global batch: the ranks take consecutive per-device slices of it (accelerate's
+            # batch sharding), so N processes see the batches of one process with N times the batch size
+            sampler = ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
+                                                   self.args.per_device_train_batch_size * self.args.world_size,
+                                                   self.args.data_seed)
+        if self.objective.batch_repeats > 1:  # one optimiser step's rows, trained on repeats steps in a row
+            step_rows = (self.args.per_device_train_batch_size * self.args.world_size
+                         * self.args.gradient_accumulation_steps)
+            sampler = RepeatedBatches(sampler, step_rows, self.objective.batch_repeats)
+        return sampler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The objective's loss, run as the forward of the (possibly wrapped) model.

@@ -35,7 +35,7 @@ def main(folder: Path) -> None:
     if rank == 0:
         trained = result.trained_state if result.trained_state is not None else {  # a world of one
             name: parameter for name, parameter in result.model.named_parameters() if parameter.requires_grad}
-        write_result(folder, trained, result.history, result.info)
+        write_result(folder, trained, result.history, result.info, result.logged_rows)
     _leave_process_group()
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from llm_finetune.evaluation.generation import Decoding, generate_token_ids
+from llm_finetune.evaluation.generation import Decoding, completion_texts, generate_token_ids
+from llm_finetune.evaluation.reporting import reward_curves
 from llm_finetune.evaluation.rewards import RewardSet
 from llm_finetune.io import ModelBundle
 from llm_finetune.models.adapters import stacked_adapter
@@ -49,8 +50,10 @@ def _end_ids(tokenizer, tokenize_params: dict) -> list[int]:
 
 def train_grpo(train_prompts: list[dict], val_prompts: list[dict], base_model: Path, base_model_info: dict,
                tokenize_params: dict, params: dict, checkpoints: Path,
-               start_adapter: Path | None = None) -> tuple[ModelBundle, list[dict], dict]:
+               start_adapter: Path | None = None) -> tuple[ModelBundle, list[dict], dict, list[dict]]:
     """Train a GRPO LoRA on the start model; the adapter folder also holds tokenizer, template and settings.
+    Also returns the sampled completions kept per logging window (``grpo.log_completions`` prompts' groups,
+    each completion with its rewards and advantage).
 
     Args:
         train_prompts, val_prompts: ``grpo.{train,val}_prompts`` (the val rewards are logged every eval_steps).
@@ -65,11 +68,14 @@ def train_grpo(train_prompts: list[dict], val_prompts: list[dict], base_model: P
         RewardSet.from_params(params.get("rewards") or [])
     train_rows, selection = selected_prompts(train_prompts, params, "train")
     val_rows, val_selection = selected_prompts(val_prompts, params, "val")
+    val_rows = val_rows[: (params.get("eval") or {}).get("max_val_rows") or None]
+    val_selection["val_prompts_sampled"] = len(val_rows)
     train_rows, cap_record = settings.capped(train_rows, "grpo.train", "prompts")
     tokenizer = load_tokenizer(base_model)
     objective = GrpoObjective(base_model, start_adapter, grpo, rewards.score, tokenizer.pad_token_id,
                               _end_ids(tokenizer, tokenize_params), tuple(r.name for r in rewards.rewards),
-                              seed=settings.seed)
+                              seed=settings.seed, log_every=settings.logging_steps,
+                              log_prompts=params.get("log_completions", 2))
     identity = {"prompts": rows_digest([train_rows, val_rows], PROMPT_KEYS), "grpo": grpo.__dict__,
                 "rewards": params.get("rewards")}
     folder = Path(checkpoints) / checkpoint_key(identity, base_model_info, settings.as_params())
@@ -81,7 +87,12 @@ def train_grpo(train_prompts: list[dict], val_prompts: list[dict], base_model: P
              "training_params.json": {"grpo": grpo.__dict__, "rewards": params.get("rewards"),
                                       "train": settings.as_params()},
              "base_model.json": base_model_info, "train_info.json": info}
-    return ModelBundle(model=saved, tokenizer=tokenizer, files=files), result.history, info
+    return ModelBundle(model=saved, tokenizer=tokenizer, files=files), result.history, info, result.logged_rows
+
+
+def plot_rewards(loss_history: list[dict]):
+    """The reward curves (:func:`llm_finetune.evaluation.reporting.reward_curves`) of the run."""
+    return reward_curves(loss_history)
 
 
 def evaluate_grpo(test_prompts: list[dict], grpo_adapter: Path, base_model: Path, train_info: dict,
@@ -102,7 +113,7 @@ def evaluate_grpo(test_prompts: list[dict], grpo_adapter: Path, base_model: Path
         model = load_scoring_model(base_model, adapter, precision)
         ids, _ = generate_token_ids(model, tokenizer, [r["prompt_ids"] for r in rows],
                                     (params.get("eval") or {}).get("batch_size", 16), decoding, end_ids)
-        texts = [tokenizer.decode([t for t in i if t not in end_ids], skip_special_tokens=True).strip() for i in ids]
+        texts = completion_texts(tokenizer, ids, end_ids)
         scored = rewards.score(texts, records)
         report = {"reward": round(sum(scored["total"]) / len(texts), 6)}
         report |= {f"rewards/{name}": round(sum(values) / len(values), 6)

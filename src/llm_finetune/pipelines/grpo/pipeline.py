@@ -6,7 +6,7 @@ starts from the SFT adapter ``sft.adapter`` (latest version, or ``--load-version
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from llm_finetune.pipelines.grpo.nodes import evaluate_grpo, train_grpo
+from llm_finetune.pipelines.grpo.nodes import evaluate_grpo, plot_rewards, train_grpo
 
 START_POINTS = ("base", "sft")
 
@@ -18,7 +18,8 @@ def create_pipeline(start_from: str = "base", **kwargs) -> Pipeline:
     return pipeline([
         node(train_grpo, ["train_prompts", "val_prompts", "base_model", "base_model_info", "params:tokenize",
                           "params:grpo", "train_checkpoints", *start],
-             ["adapter", "loss_history", "train_info"], name="train"),
+             ["adapter", "loss_history", "train_info", "completions"], name="train"),
+        node(plot_rewards, "loss_history", "reward_curve", name="plot_rewards"),
         node(evaluate_grpo, ["test_prompts", "adapter", "base_model", "train_info", "params:tokenize", "params:grpo",
                              *start], "metrics", name="evaluate"),
     ], namespace="grpo", inputs={"base_model", "base_model_info", "train_checkpoints", *start},

@@ -17,6 +17,8 @@ class Objective:
     name = "objective"
     # per-example metrics the loss returns; averaged over examples into the train / val logs
     metric_names: tuple[str, ...] = ()
+    # consecutive optimiser steps that train on each step's rows (GRPO's num_iterations updates per generation)
+    batch_repeats: int = 1
 
     def build_model(self, settings, precision: str):
         """``(model, trainable parameters, total parameters)``, ready to train."""
@@ -50,6 +52,14 @@ class Objective:
     def flops_per_token(self, total_parameters: int, settings) -> float:
         """Training FLOPs per input token: forward 2N, backward 2N (LoRA: no weight gradients) or 4N (full)."""
         return (6 if settings.method == "full" else 4) * total_parameters
+
+    def logged_rows(self) -> list[dict]:
+        """Rows the objective wrote down while training (GRPO: sampled completions with their rewards), which
+        the engine keeps in checkpoints and returns in :class:`~llm_finetune.training.engine.FitResult`."""
+        return []
+
+    def restore_logged_rows(self, rows: list[dict]) -> None:
+        """Take back :meth:`logged_rows` from the checkpoint a run resumes from."""
 
     def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
         """Objective-specific figures for ``train_info``."""

@@ -43,7 +43,8 @@ SCALE_REWARDS = ("group", "batch", "none")
 class GrpoSettings:
     """``grpo.loss_type``, ``beta`` (KL weight; 0: no reference pass), ``epsilon_low`` / ``epsilon_high`` (the
     clip range; ``epsilon_high`` defaults to ``epsilon_low``), ``scale_rewards``, ``num_generations`` (completions
-    per prompt), ``max_completion_length``, the sampling ``temperature`` and ``kl_bias_correction``, checked."""
+    per prompt), ``max_completion_length``, the sampling ``temperature``, ``kl_bias_correction`` and
+    ``num_iterations`` (policy updates per generation batch), checked."""
 
     loss_type: str = "grpo"
     beta: float = 0.0
@@ -54,6 +55,7 @@ class GrpoSettings:
     max_completion_length: int = 256
     temperature: float = 1.0
     kl_bias_correction: bool = True
+    num_iterations: int = 1
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -66,6 +68,8 @@ class GrpoSettings:
             raise ValueError("grpo.num_generations must be at least 2: advantages compare completions of a prompt")
         if self.max_completion_length < 1 or not self.temperature > 0:
             raise ValueError("grpo.max_completion_length must be >= 1 and grpo.temperature > 0")
+        if self.num_iterations < 1:
+            raise ValueError("grpo.num_iterations must be at least 1 (policy updates per generation batch)")
 
     @property
     def clip_range(self) -> tuple[float, float]:
@@ -139,24 +143,30 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
 class GrpoObjective(Objective):
     """GRPO with LoRA on prompt rows (``prompt_ids`` plus the judges' ``prompt_input`` / ``reference`` / ``meta``).
 
-    Each step, :meth:`prepare` samples ``num_generations`` completions per prompt with the current policy
-    (seeded by the step, so a rerun samples the same), scores them with ``score`` (a
-    :class:`llm_finetune.evaluation.rewards.RewardSet`'s ``score``, passed in by the pipeline), and turns the
-    totals into group advantages; :meth:`loss` is the clipped objective against the sampling policy, with
-    the KL to the start model (the LoRA disabled) when ``beta > 0``. One policy update per generation
-    batch (``π_old = π``): the ratio is 1 and the clip only matters from a second update on.
+    A generation batch: :meth:`prepare` samples ``num_generations`` completions per prompt with the current
+    policy (seeded by the step, so a rerun samples the same), scores them with ``score`` (a
+    :class:`llm_finetune.evaluation.rewards.RewardSet`'s ``score``, passed in by the pipeline) and turns the
+    totals into group advantages. The engine trains each step's prompts ``num_iterations`` steps in a row
+    (:attr:`batch_repeats`); the first update's ``π_old`` is the policy itself (ratio 1), later ones read the
+    sampling policy's log-probs kept from the generation, so the clip bounds how far they move. :meth:`loss` is
+    the clipped objective with the KL to the start model (the LoRA disabled) when ``beta > 0``. The first
+    ``log_prompts`` groups of each ``log_every`` steps are kept (:meth:`logged_rows`): what users read.
     """
 
     name = "grpo"
 
     def __init__(self, base_model, start_adapter, settings: GrpoSettings, score, pad_token_id: int,
-                 end_ids: list[int], reward_names: tuple[str, ...], seed: int = 123):
+                 end_ids: list[int], reward_names: tuple[str, ...], seed: int = 123, log_every: int = 10,
+                 log_prompts: int = 2):
         self.base_model, self.start_adapter, self.settings = base_model, start_adapter, settings
         self.score, self.pad_token_id, self.end_ids, self.seed = score, pad_token_id, list(end_ids), seed
+        self.log_every, self.log_prompts, self.batch_repeats = log_every, log_prompts, settings.num_iterations
         self.metric_names = ("reward", "reward_std", "completion_length", "clip_ratio",
                              *(("kl",) if settings.beta else ()), *(f"rewards/{name}" for name in reward_names),
                              *(f"failed/{name}" for name in reward_names))
         self.tokenizer, self.precision = None, "fp32"
+        self._generations: dict[tuple, list] = {}  # prompts -> [prepared batch, updates left]
+        self._logged: list[dict] = []
 
     def build_model(self, settings, precision: str):
         from llm_finetune.models.loading import load_tokenizer
@@ -181,40 +191,90 @@ class GrpoObjective(Objective):
         return {"rows": rows, "input_ids": torch.tensor(ids)}
 
     def prepare(self, model, batch: dict, step: int) -> dict:
-        from llm_finetune.evaluation.generation import Decoding, generate_token_ids
+        """A generation batch for new prompts; the same one again for the later updates on them."""
+        if not model.training:
+            return self._generate(model, batch["rows"], self.seed + step + 10**6)
+        key = tuple(tuple(row["prompt_ids"]) for row in batch["rows"])
+        if key not in self._generations:
+            generated = self._generate(model, batch["rows"], self.seed + step)
+            if self.settings.num_iterations > 1:  # the sampling policy's log-probs, for the later updates
+                with torch.no_grad(), compute_context(model, self.precision):
+                    generated["old_logps"] = completion_logps(model, *self._completion_inputs(generated),
+                                                              temperature=self.settings.temperature)
+            self._log(step, batch["rows"], generated)
+            self._generations[key] = [generated, self.settings.num_iterations]
+        entry = self._generations[key]
+        entry[1] -= 1
+        first = entry[1] == self.settings.num_iterations - 1
+        if not entry[1]:
+            del self._generations[key]
+        return entry[0] | {"first_update": first}
+
+    def _generate(self, model, prompt_rows: list[dict], seed: int) -> dict:
+        from llm_finetune.evaluation.generation import Decoding, completion_texts, generate_token_ids
 
         settings, group = self.settings, self.settings.num_generations
-        rows = [row for row in batch["rows"] for _ in range(group)]
+        rows = [row for row in prompt_rows for _ in range(group)]
         decoding = Decoding(max_new_tokens=settings.max_completion_length, do_sample=True,
-                            temperature=settings.temperature, seed=self.seed + step + (0 if model.training else 10**6))
+                            temperature=settings.temperature, seed=seed)
         prompts = [list(row["prompt_ids"]) for row in rows]
         with compute_context(model, self.precision):
             completions, _ = generate_token_ids(model, self.tokenizer, prompts, len(prompts), decoding, self.end_ids,
                                                 progress=False)
-        texts = [self.tokenizer.decode([t for t in ids if t not in self.end_ids], skip_special_tokens=True).strip()
-                 for ids in completions]
+        texts = completion_texts(self.tokenizer, completions, self.end_ids)
         scored = self.score(texts, [{k: r.get(k) for k in ("prompt_input", "reference", "meta")} for r in rows])
         total = torch.tensor(scored["total"], dtype=torch.float32)
         width, length = max(len(p) for p in prompts), max(max(len(c) for c in completions), 1)
         device = next(model.parameters()).device
-        prompt_ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
-        prompt_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        completion_ids = torch.tensor([c + [self.pad_token_id] * (length - len(c)) for c in completions],
-                                      device=device)
-        completion_mask = torch.tensor([[1] * len(c) + [0] * (length - len(c)) for c in completions], device=device)
-        return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-                "completion_mask": completion_mask, "rewards": total,
-                "advantages": group_advantages(total, group, settings.scale_rewards).to(device),
+
+        def padded(values: list[list[int]], left: bool, fill: int) -> torch.Tensor:
+            size = width if left else length
+            return torch.tensor([[fill] * (size - len(v)) + v if left else v + [fill] * (size - len(v))
+                                 for v in values], device=device)
+
+        return {"prompt_ids": padded(prompts, True, self.pad_token_id),
+                "prompt_mask": padded([[1] * len(p) for p in prompts], True, 0),
+                "completion_ids": padded(completions, False, self.pad_token_id),
+                "completion_mask": padded([[1] * len(c) for c in completions], False, 0),
+                "rewards": total, "advantages": group_advantages(total, group, settings.scale_rewards).to(device),
                 "by_reward": scored["by_reward"], "failed": scored["failed"], "texts": texts}
 
+    @staticmethod
+    def _completion_inputs(batch: dict) -> tuple:
+        return tuple(batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask"))
+
+    def _log(self, step: int, prompt_rows: list[dict], generated: dict) -> None:
+        """Keep the first ``log_prompts`` groups of the first generation in each window of ``log_every`` steps."""
+        window = step // max(self.log_every, 1)
+        if self._logged and self._logged[-1]["window"] == window:
+            return
+        group = self.settings.num_generations
+        for index in range(min(self.log_prompts, len(prompt_rows)) * group):
+            row = prompt_rows[index // group]
+            self._logged.append({
+                "window": window, "step": step + 1, "prompt": row.get("prompt_input"),
+                "reference": row.get("reference"),
+                "completion": generated["texts"][index], "reward": round(float(generated["rewards"][index]), 6),
+                "advantage": round(float(generated["advantages"][index]), 6),
+                "completion_tokens": int(generated["completion_mask"][index].sum()),
+                **{f"rewards/{name}": values[index] for name, values in generated["by_reward"].items()}})
+
+    def logged_rows(self) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "window"} for row in self._logged]
+
+    def restore_logged_rows(self, rows: list[dict]) -> None:
+        self._logged = [row | {"window": (row["step"] - 1) // max(self.log_every, 1)} for row in rows]
+
     def loss(self, model, batch: dict, num_items_in_batch=None):
-        inputs = {k: batch[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
-        logps = completion_logps(model, **inputs, temperature=self.settings.temperature)
+        inputs = self._completion_inputs(batch)
+        temperature = self.settings.temperature
+        logps = completion_logps(model, *inputs, temperature=temperature)
+        old_logps = logps.detach() if batch.get("first_update", True) else batch["old_logps"]
         reference = None
         if self.settings.beta:
-            with torch.no_grad(), model.disable_adapter():
-                reference = completion_logps(model, **inputs, temperature=self.settings.temperature)
-        loss, metrics = grpo_loss(logps, logps.detach(), reference, batch["advantages"], batch["completion_mask"],
+            with torch.no_grad(), compute_context(model, self.precision, autocast=False, reference=True):
+                reference = completion_logps(model, *inputs, temperature=temperature)
+        loss, metrics = grpo_loss(logps, old_logps, reference, batch["advantages"], batch["completion_mask"],
                                   self.settings)
         groups = batch["rewards"].view(-1, self.settings.num_generations)
         metrics |= {"reward": batch["rewards"], "reward_std": groups.std(dim=1).repeat_interleave(groups.size(1))}
@@ -229,6 +289,6 @@ class GrpoObjective(Objective):
     def summary(self, history: list[dict], train_rows: list[dict]) -> dict:
         train = [row for row in history if row["split"] == "train"]
         return {"loss_type": self.settings.loss_type, "beta": self.settings.beta,
-                "num_generations": self.settings.num_generations, "prompts": len(train_rows),
-                "first_train_reward": train[0].get("reward") if train else None,
+                "num_generations": self.settings.num_generations, "num_iterations": self.settings.num_iterations,
+                "prompts": len(train_rows), "first_train_reward": train[0].get("reward") if train else None,
                 "final_train_reward": train[-1].get("reward") if train else None}
