@@ -102,10 +102,11 @@ def generate_from_ids(model, tokenizer, encoded: list[list[int]], batch_size: in
 
 
 def generate_token_ids(model, tokenizer, encoded: list[list[int]], batch_size: int, decoding: Decoding,
-                       end_ids: list[int], progress: bool = True) -> tuple[list[list[int]], dict]:
+                       end_ids: list[int], progress: bool = True, streamer=None) -> tuple[list[list[int]], dict]:
     """The one generation loop: new token ids per prompt, up to and including the first of ``end_ids``
     (GRPO trains on them as sampled), batches sorted by prompt length, the model's train / eval mode
-    restored afterwards. Seeded by ``decoding.seed``."""
+    restored afterwards. Seeded by ``decoding.seed``. ``streamer`` (transformers' ``TextStreamer``, for one
+    prompt at a time: chat) gets the tokens as they are generated."""
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     generated: list[list[int]] = [[] for _ in encoded]
     pad_id = tokenizer.pad_token_id
@@ -122,7 +123,7 @@ def generate_token_ids(model, tokenizer, encoded: list[list[int]], batch_size: i
         batch_started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), use_cache=True,
-                                 **decoding.generate_kwargs(tokenizer, end_ids))
+                                 streamer=streamer, **decoding.generate_kwargs(tokenizer, end_ids))
         for row, index in enumerate(batch):
             generated[index] = _until_end(out[row, width:].tolist(), set(end_ids))
         batches.append({"batch": number, "rows": len(batch), "prompt_width": width,
