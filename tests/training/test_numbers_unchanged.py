@@ -30,12 +30,17 @@ RECORD = os.environ.get("LLM_FINETUNE_RECORD_GOLDEN") == "1"
 TRAIN_NODES = {"sft": "sft.train", "rm": "rm.train", "dpo": "dpo.train", "pt": "pt.train"}
 
 
+ISA_LEVELS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")  # the widest one picks oneDNN's fp32 / bf16 kernels
+
+
 def cpu_identity() -> str:
-    """The CPU model name (fp32 kernels, hence the last bits of a run, follow it)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+    """The CPU model name and its widest vector extension (fp32 kernels, hence the last bits of a run, follow
+    both: two machines both named "AMD EPYC", one with AVX-512 BF16 and one with AVX2 only, differ)."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown")
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return f"{name} ({next((level for level in ISA_LEVELS if level in flags), 'no avx2')})"
 
 
 def preference_file(project: Path, stage: str) -> dict:
