@@ -229,9 +229,6 @@ def compare_command(run_a: str, run_b: str, env: str | None) -> None:
     click.echo(compare(client, run_a, run_b).render())
 
 
-if __name__ == "__main__":
-    main()
-
 
 @main.command("chat")
 @click.option("--adapter", default=None, help="an adapter folder, or `latest` (the newest of --stage)")
@@ -269,11 +266,15 @@ def chat_command(adapter: str | None, stage: str, model_folder: Path | None, tem
             message = input("> " if sys.stdin.isatty() else "")
         except EOFError:
             break
-        if message.strip() in ("/exit", "/quit"):
+        command = message.strip()
+        if command in ("/exit", "/quit"):
             break
-        if message.strip() == "/reset":
+        if command == "/reset":
             conversation.reset()
             click.echo("(conversation reset)", err=True)
-            continue
-        if message.strip():
+        elif command:
             conversation.reply(message, chat, streamer)
+
+
+if __name__ == "__main__":
+    main()

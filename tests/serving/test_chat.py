@@ -85,3 +85,15 @@ def test_an_adapter_chats_in_the_template_it_was_trained_with(tiny_model_dir, tm
     assert "<|im_start|>user\nHi" in chat.tokenizer.decode(Conversation().prompt_ids("Hi", chat))
     with pytest.raises(ValueError, match="trained with 'chatml'"):
         ChatModel.load(adapter=adapter, template="alpaca")
+
+
+def test_chat_is_a_command_of_python_m_llm_finetune_commands_too():
+    """The module's ``__main__`` block runs after every command is defined (it once ran before ``chat``)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "llm_finetune.commands", "chat", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "/reset" in result.stdout, result.stderr[-2000:]
