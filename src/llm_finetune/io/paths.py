@@ -1,4 +1,5 @@
-"""Where a versioned dataset's current load version lives on disk (shared by our datasets' ``_exists``)."""
+"""Where a versioned dataset's current load version lives on disk (shared by our datasets' ``_exists``), and the
+newest saved version of a versioned folder (``latest`` for the reward judge, chat)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,11 @@ def load_path(dataset) -> Path | None:
     except DatasetError:
         return None
     return Path(get_filepath_str(path, "file"))
+
+
+def newest_version(folder: str | Path) -> Path | None:
+    """The newest saved version of the versioned folder dataset at ``folder`` (Kedro's layout:
+    ``<folder>/<version>/<folder name>``), or ``None`` when none is saved yet."""
+    folder = Path(folder)
+    versions = sorted(p for p in folder.glob(f"*/{folder.name}") if p.is_dir())
+    return versions[-1] if versions else None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llm_finetune.evaluation.generation import Decoding, completion_texts, end_token_ids, generate_token_ids
+from llm_finetune.io.paths import newest_version
 from llm_finetune.tokens.conversations import encode_prompts
 from llm_finetune.tokens.settings import TEMPLATE_FILE
 from llm_finetune.tokens.templates import TOKENIZER, load_template, stop_strings, stop_token_ids, template_from_saved
@@ -25,19 +26,19 @@ MODELS = Path("data/06_models")
 
 def latest_folder(stage: str, root: Path = MODELS) -> Path:
     """The newest saved ``<stage>.adapter`` version under ``root`` (``data/06_models``)."""
-    versions = sorted(p for p in (Path(root) / stage / "adapter").glob("*/adapter") if p.is_dir())
-    if not versions:
+    newest = newest_version(Path(root) / stage / "adapter")
+    if newest is None:
         raise FileNotFoundError(f"{Path(root) / stage / 'adapter'} holds no adapter yet: run "
                                 f"`kedro run --pipeline {stage}` first, or pass a folder")
-    return versions[-1]
+    return newest
 
 
 def latest_base(root: Path = MODELS) -> Path:
     """The newest prepared base model (``data/06_models/base_model/<version>/base_model``)."""
-    versions = sorted(p for p in (Path(root) / "base_model").glob("*/base_model") if p.is_dir())
-    if not versions:
+    newest = newest_version(Path(root) / "base_model")
+    if newest is None:
         raise FileNotFoundError(f"{Path(root) / 'base_model'} holds no base model yet: any `kedro run` prepares it")
-    return versions[-1]
+    return newest
 
 
 @dataclass

@@ -229,16 +229,16 @@ class ObjectiveTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(self.objective, "sequential", False):  # batches fixed by the data (KTO's KL partners)
             sampler = SequentialSampler(dataset)
-        elif not self.length_grouped and self.objective.batch_repeats > 1:
-            sampler = SeededShuffle(len(dataset), self.args.data_seed)
-        elif not self.length_grouped:
-            return super()._get_train_sampler(train_dataset)
-        else:
+        elif self.length_grouped:
             # grouped by the global batch: the ranks take consecutive per-device slices of it (accelerate's
             # batch sharding), so N processes see the batches of one process with N times the batch size
             sampler = ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
                                                    self.args.per_device_train_batch_size * self.args.world_size,
                                                    self.args.data_seed)
+        elif self.objective.batch_repeats == 1:
+            return super()._get_train_sampler(train_dataset)
+        else:  # wrapped below: its order must be seeded here, not by the global RNG
+            sampler = SeededShuffle(len(dataset), self.args.data_seed)
         if self.objective.batch_repeats > 1:  # one optimiser step's rows, trained on repeats steps in a row
             step_rows = (self.args.per_device_train_batch_size * self.args.world_size
                          * self.args.gradient_accumulation_steps)

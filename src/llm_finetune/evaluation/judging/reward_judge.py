@@ -20,6 +20,7 @@ import json
 import logging
 from pathlib import Path
 
+from llm_finetune.io.paths import newest_version
 from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.reward import load_reward_model, pad_sequences, sequence_rewards
 from llm_finetune.tokens.packing import in_length_order
@@ -101,11 +102,11 @@ def reward_settings(setting: str | dict) -> dict:
 def resolve_reward_model(path: str | Path, root: Path = LATEST_ROOT) -> Path:
     """The reward model folder ``path`` names (``latest``: the newest saved ``rm.reward_model``)."""
     if str(path) == "latest":
-        versions = sorted(p for p in Path(root).glob(f"*/{Path(root).name}") if p.is_dir())
-        if not versions:
+        newest = newest_version(root)
+        if newest is None:
             raise ValueError(f"judge.reward_model is `latest` but {root} holds no reward model yet; "
                              "train one with `kedro run --pipeline rm`")
-        return versions[-1]
+        return newest
     folder = Path(path)
     if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
         raise ValueError(f"judge.reward_model: {folder} is not a reward model folder (no adapter_config.json or "

@@ -21,21 +21,20 @@ from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, package_versions, rows_digest
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template, settings_from_params
 from llm_finetune.tokens.templates import stop_token_ids
-from llm_finetune.training.objectives.grpo import GrpoObjective
+from llm_finetune.training.objectives.grpo import PROMPT_ROWS, GrpoObjective
 from llm_finetune.training.objectives.grpo import settings_from_params as grpo_settings
 from llm_finetune.training.reference import check_start_adapter
 from llm_finetune.training.settings import train_settings
 
 logger = logging.getLogger(__name__)
-ROWS = ("verifiable", "all")
 PROMPT_KEYS = ("prompt_ids", "reference")
 
 
 def selected_prompts(prompts: list[dict], params: dict, split: str) -> tuple[list[dict], dict]:
     """The prompts ``grpo.rows`` keeps, and the count of each (the others are counted, not used)."""
     rows = params.get("rows", "verifiable")
-    if rows not in ROWS:
-        raise ValueError(f"grpo.rows {rows!r} is not one of {ROWS}")
+    if rows not in PROMPT_ROWS:
+        raise ValueError(f"grpo.rows {rows!r} is not one of {PROMPT_ROWS}")
     kept = prompts if rows == "all" else [p for p in prompts if p["meta"].get("verifiable")]
     if not kept:
         raise ValueError(f"grpo.rows: {rows}: none of the {len(prompts)} {split} prompts is kept (set grpo.rows: all)")

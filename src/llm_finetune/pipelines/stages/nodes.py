@@ -59,17 +59,19 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
         BlockSettings.from_params(stage_params)
     if stage == "grpo":
         from llm_finetune.evaluation.rewards import RewardSet
+        from llm_finetune.training.objectives.grpo import PROMPT_ROWS
         from llm_finetune.training.objectives.grpo import settings_from_params as grpo_settings
 
         grpo = grpo_settings(stage_params)
         RewardSet.from_params(stage_params.get("rewards") or [])
-        if stage_params.get("rows", "verifiable") not in ("verifiable", "all"):
-            raise ValueError(f"grpo.rows {stage_params['rows']!r} is not one of ('verifiable', 'all')")
+        if stage_params.get("rows", "verifiable") not in PROMPT_ROWS:
+            raise ValueError(f"grpo.rows {stage_params['rows']!r} is not one of {PROMPT_ROWS}")
         if settings.save_steps and settings.save_steps % grpo.num_iterations:
             raise ValueError(f"grpo.train.save_steps {settings.save_steps} must be a multiple of grpo.num_iterations "
                              f"{grpo.num_iterations}: a checkpoint between two updates on one generation batch "
                              "could not resume it")
-        if not isinstance(stage_params.get("log_completions", 2), int) or stage_params.get("log_completions", 2) < 0:
+        log_completions = stage_params.get("log_completions", 2)
+        if not isinstance(log_completions, int) or log_completions < 0:
             raise ValueError("grpo.log_completions must be a whole number >= 0 (prompts kept per logging window)")
     report = {"stage": stage, "kind": kind, "model": model_name, "source": spec.source,
               "datasets": [d["name"] for d in dataset_plan], "trust_remote_code": spec.trust_remote_code,

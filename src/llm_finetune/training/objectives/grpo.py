@@ -37,6 +37,7 @@ from llm_finetune.training.objectives import Objective
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
 SCALE_REWARDS = ("group", "batch", "none")
+PROMPT_ROWS = ("verifiable", "all")  # grpo.rows: the prompts a reference can check, or every prompt
 
 
 @dataclass(frozen=True)
