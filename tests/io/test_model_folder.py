@@ -99,3 +99,21 @@ def test_a_sharded_checkpoint_is_accepted_with_every_shard_its_index_names(tmp_p
     (source / shards[1]).write_text("y")
     dataset.save(source)
     assert sorted(p.name for p in dataset.load().glob("*.safetensors")) == shards
+
+
+def test_an_output_switched_off_writes_no_version_folder(tmp_path):
+    from kedro.io.core import Version
+
+    from llm_finetune.io import NotWritten
+
+    first = ModelFolderDataset(filepath=str(tmp_path / "gguf"), version=Version(None, "2026-01-01T00.00.00.000Z"))
+    first.save(NotWritten("export.format is merged"))  # no version exists yet: kedro's post-save check must pass
+    assert not (tmp_path / "gguf").exists() and not first.exists()
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.txt").write_text("a")
+    ModelFolderDataset(filepath=str(tmp_path / "gguf"), version=Version(None, "2026-01-02T00.00.00.000Z")).save(source)
+    later = ModelFolderDataset(filepath=str(tmp_path / "gguf"), version=Version(None, "2026-01-03T00.00.00.000Z"))
+    later.save(NotWritten("export.format is merged"))
+    assert [p.name for p in (tmp_path / "gguf").iterdir()] == ["2026-01-02T00.00.00.000Z"]
+    assert later.load().parent.name == "2026-01-02T00.00.00.000Z"

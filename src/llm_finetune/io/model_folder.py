@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,8 @@ from kedro.io.core import (
 from llm_finetune.io.paths import load_path
 from llm_finetune.models.materialize import link_tree
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ModelBundle:
@@ -39,9 +42,14 @@ class ModelBundle:
     model: Any = None
     tokenizer: Any = None
     files: dict[str, str | dict | list] = field(default_factory=dict)
+    moved: dict[str, Path] = field(default_factory=dict)  # large files written elsewhere (a GGUF), moved in
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        for name, path in self.moved.items():
+            shutil.move(path, folder / name)
+            if not any(Path(path).parent.iterdir()):
+                Path(path).parent.rmdir()  # the producer's staging folder
         if self.model is not None:
             self.model.save_pretrained(folder)
         if self.tokenizer is not None:
@@ -49,6 +57,14 @@ class ModelBundle:
         for name, content in self.files.items():
             text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
             (folder / name).write_text(text)
+
+
+@dataclass(frozen=True)
+class NotWritten:
+    """What a node returns for an output its settings switch off (``export.format: merged`` writes no
+    GGUF): the dataset writes no version folder, so nothing empty poses as a model."""
+
+    reason: str
 
 
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
@@ -98,6 +114,11 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
         return folder
 
     def save(self, data: Any) -> None:
+        if isinstance(data, NotWritten):
+            logger.info("Not written: %s (%s)", self._filepath, data.reason)
+            self.last_saved_path, self._skipped_save = None, True
+            return
+        self._skipped_save = False
         if not isinstance(data, (str, Path, ModelBundle)):
             raise DatasetError(f"ModelFolderDataset saves a folder path or a ModelBundle, got {type(data).__name__}")
         folder = Path(get_filepath_str(self._get_save_path(), "file"))
@@ -118,6 +139,15 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Path]):
             shutil.rmtree(folder)
         partial.rename(folder)
         self.last_saved_path = folder
+
+    def resolve_load_version(self) -> str | None:
+        """Kedro compares the newest version with the one just saved after every save; after a
+        :class:`NotWritten` there is none to compare (and maybe no version at all), so the save
+        version answers that one check."""
+        if getattr(self, "_skipped_save", False):
+            self._skipped_save = False
+            return self.resolve_save_version()
+        return super().resolve_load_version()
 
     def _check(self, folder: Path) -> None:
         missing = [name for name in self._required if not (folder / name).exists()]
