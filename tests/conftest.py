@@ -131,6 +131,32 @@ def smol_vocab_model_dir(smollm2_dir, tmp_path_factory) -> Path:
     return build_tiny_model(folder, tokenizer)
 
 
+ALPACA_TOKENIZE = {"template": "alpaca", "cutoff_len": 256, "loss_on": "answer", "truncation": "drop",
+                   "packing": "none"}
+
+
+@pytest.fixture(scope="session")
+def smol_vocab_adapter(smol_vocab_model_dir, tmp_path_factory) -> Path:
+    """A LoRA adapter of the smol-vocab model with non-zero weights (a merge changes the model), saved with
+    its tokenizer and the alpaca template as training saves one."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llm_finetune.models.loading import load_tokenizer
+    from llm_finetune.tokens.settings import saved_template
+
+    folder = tmp_path_factory.mktemp("adapter")
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(smol_vocab_model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    tokenizer = load_tokenizer(smol_vocab_model_dir)
+    tokenizer.save_pretrained(folder)
+    (folder / "prompt_template.json").write_text(json.dumps(saved_template(ALPACA_TOKENIZE, tokenizer)))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))

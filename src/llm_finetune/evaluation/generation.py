@@ -60,19 +60,49 @@ class Decoding:
         return text.strip()
 
 
+BACKENDS = ("transformers", "llamacpp")
+
+
 def generate_responses(model, tokenizer, records: list[dict], template, batch_size: int,
-                       max_new_tokens: int | None = None, decoding: Decoding | None = None) -> tuple[list[str], dict]:
+                       max_new_tokens: int | None = None, decoding: Decoding | None = None,
+                       backend: str = "transformers", llamacpp: dict | None = None) -> tuple[list[str], dict]:
     """Responses for canonical ``records`` rendered with ``template`` (a ChatTemplate or ``"tokenizer"``).
 
     Generation stops where the template ends an answer: its single-token stops are end ids, the
-    others stop strings, added to ``decoding``'s own."""
+    others stop strings, added to ``decoding``'s own. ``backend: llamacpp`` generates from the same
+    prompt ids with ``model`` exported to GGUF and served by llama.cpp (:mod:`llm_finetune.evaluation.llamacpp`,
+    settings ``llamacpp``); the answers are decoded the same way."""
     decoding = decoding or Decoding(max_new_tokens=max_new_tokens or 64)
     template = load_template(template) if isinstance(template, str) else template
     extra = tuple(s for s in stop_strings(template, tokenizer) if s not in decoding.stop_strings)
     if extra:
         decoding = replace(decoding, stop_strings=decoding.stop_strings + extra)
     encoded = encode_prompts(records, template, tokenizer)
+    if backend == "llamacpp":
+        from llm_finetune.evaluation.llamacpp import generate_with_llamacpp
+
+        end_ids = list(dict.fromkeys([*end_token_ids(model, tokenizer), *stop_token_ids(template, tokenizer)]))
+        generated, timing = generate_with_llamacpp(model, tokenizer, encoded, decoding, end_ids, llamacpp)
+        return completion_texts(tokenizer, generated, end_ids, decoding), timing
     return generate_from_ids(model, tokenizer, encoded, batch_size, decoding, stop_token_ids(template, tokenizer))
+
+
+def check_generate_params(params: dict) -> dict:
+    """Preflight for ``generate``: decoding values, the backend, and for ``llamacpp`` its GGUF type and
+    the converter it needs (installed apart, :mod:`llm_finetune.models.gguf_export`)."""
+    Decoding.from_params(params)
+    backend = params.get("backend") or "transformers"
+    if backend not in BACKENDS:
+        raise ValueError(f"generate.backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "llamacpp":
+        from llm_finetune.models.gguf_export import check_converter, check_gguf_types
+
+        settings = params.get("llamacpp") or {}
+        check_gguf_types([settings.get("gguf_type", "f16")])
+        check_converter(settings.get("converter_dir"))
+        if int(settings.get("concurrency", 2)) < 1:
+            raise ValueError("generate.llamacpp.concurrency must be at least 1")
+    return {"backend": backend}
 
 
 def end_token_ids(model, tokenizer) -> list[int]:

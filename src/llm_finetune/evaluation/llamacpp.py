@@ -120,3 +120,33 @@ def complete_ids(base_url: str, encoded: list[list[int]], decoding, end_ids: lis
               "tokens_per_s": round(total_new / seconds, 1) if seconds else None,
               "responses_per_s": round(len(encoded) / seconds, 2) if seconds else None, "concurrency": concurrency}
     return generated, timing
+
+
+LLAMACPP_DEFAULTS = {"gguf_type": "f16", "concurrency": 2, "n_threads": None, "converter_dir": None}
+
+
+def generate_with_llamacpp(model, tokenizer, encoded: list[list[int]], decoding, end_ids: list[int],
+                           settings: dict | None = None) -> tuple[list[list[int]], dict]:
+    """The ``generate.backend: llamacpp`` path: ``model`` (base, or base with the adapter merged) written
+    as a GGUF of ``settings['gguf_type']`` into a scratch folder by llama.cpp's converter, served,
+    and asked for every prompt; the scratch folder is removed afterwards."""
+    import os
+    import tempfile
+
+    from llm_finetune.models.gguf_export import convert_to_gguf
+
+    settings = LLAMACPP_DEFAULTS | (settings or {})
+    concurrency = int(settings["concurrency"])
+    longest = max((len(ids) for ids in encoded), default=1) + decoding.max_new_tokens + 8
+    with tempfile.TemporaryDirectory(prefix="llamacpp-") as scratch:
+        folder = Path(scratch) / "model"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        started = time.perf_counter()
+        gguf_file = convert_to_gguf(folder, Path(scratch) / f"model-{settings['gguf_type']}.gguf",
+                                    settings["gguf_type"], settings["converter_dir"])
+        convert_s = time.perf_counter() - started
+        threads = int(settings["n_threads"] or os.cpu_count() or 1)
+        with llamacpp_server(gguf_file, n_ctx=longest * concurrency, n_threads=threads, n_parallel=concurrency) as url:
+            generated, timing = complete_ids(url, encoded, decoding, end_ids, concurrency=concurrency)
+    return generated, timing | {"gguf_type": settings["gguf_type"], "convert_seconds": round(convert_s, 2)}

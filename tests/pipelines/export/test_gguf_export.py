@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from llm_finetune.evaluation.generation import Decoding
 from llm_finetune.evaluation.llamacpp import complete_ids, llamacpp_server
@@ -17,38 +16,19 @@ from llm_finetune.models.gguf_export import GgufExportError, convert_to_gguf
 from llm_finetune.models.loading import load_tokenizer
 from llm_finetune.pipelines.export.nodes import check_export_params, export_gguf, merge_adapter
 from llm_finetune.tokens.conversations import encode_prompts
-from llm_finetune.tokens.settings import saved_template
 from llm_finetune.tokens.templates import load_template, render_prompt
 from llm_finetune.tokens.templates.portable import to_ollama_template
 
 pytestmark = pytest.mark.slow
-TOKENIZE = {"template": "alpaca", "cutoff_len": 256, "loss_on": "answer", "truncation": "drop", "packing": "none"}
 GGUF = {"dtype": "float32", "format": "gguf", "gguf": {"types": ["f32", "q8_0"], "converter_dir": None,
                                                           "ollama_parameters": {"temperature": 0.7}}}
 RECORD = {"messages": [{"role": "user", "content": "Name a primary colour."}, {"role": "assistant", "content": "-"}]}
 
 
 @pytest.fixture(scope="module")
-def adapter(smol_vocab_model_dir, tmp_path_factory) -> Path:
-    """A LoRA adapter with non-zero weights (a merge changes the model), saved as training saves one."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    folder = tmp_path_factory.mktemp("adapter")
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(smol_vocab_model_dir, dtype=torch.float32)
-    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    peft_model.save_pretrained(folder)
-    tokenizer = load_tokenizer(smol_vocab_model_dir)
-    tokenizer.save_pretrained(folder)
-    (folder / "prompt_template.json").write_text(json.dumps(saved_template(TOKENIZE, tokenizer)))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def exported(smol_vocab_model_dir, adapter, tmp_path_factory) -> tuple[Path, Path]:
+def exported(smol_vocab_model_dir, smol_vocab_adapter, tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("export")
-    merge_adapter(smol_vocab_model_dir, adapter, GGUF).write(out / "merged")
+    merge_adapter(smol_vocab_model_dir, smol_vocab_adapter, GGUF).write(out / "merged")
     export_gguf(out / "merged", GGUF).write(out / "gguf")
     return out / "merged", out / "gguf"
 

@@ -51,13 +51,14 @@ def _generate(records: list[dict], base_model: Path, adapter: Path | None, token
     precision = resolve_precision(params["precision"])
     model = load_causal_lm(base_model, dtype=torch.bfloat16 if precision == "bf16" else torch.float32, adapter=adapter)
     decoding = Decoding.from_params(params)
+    backend = params.get("backend") or "transformers"
     responses, timing = generate_responses(model, tokenizer, records, template, params["batch_size"],
-                                           decoding=decoding)
-    batch_of = {index: batch["batch"] for batch in timing["batches"] for index in batch["row_indices"]}
+                                           decoding=decoding, backend=backend, llamacpp=params.get("llamacpp"))
+    batch_of = {index: batch["batch"] for batch in timing.get("batches", ()) for index in batch["row_indices"]}
     rows = [_book_layout(record) | {"model_response": response, "model": label, "template": template_name,
-                                    "batch": batch_of[index]}
+                                    "batch": batch_of.get(index)}
             for index, (record, response) in enumerate(zip(records, responses))]
-    timing |= {"model": label, "precision": precision, "batch_size": params["batch_size"]}
+    timing |= {"model": label, "precision": precision, "batch_size": params["batch_size"], "backend": backend}
     return rows, timing
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from llm_finetune.evaluation.generation import check_generate_params
 from llm_finetune.evaluation.judging.run import check_judges
 from llm_finetune.io import ModelBundle
 from llm_finetune.models.loading import load_tokenizer
@@ -43,12 +44,13 @@ def preflight_checks(dataset_plan: list[dict], model_name: str, model_registry: 
     if generate_params.get("template") and generate_params["template"] != tokenize_params["template"]:
         raise ValueError(f"generate.template {generate_params['template']!r} differs from tokenize.template "
                          f"{tokenize_params['template']!r}: the adapter must generate with its training template")
+    generation = check_generate_params(generate_params)
     settings = train_settings(train_params, "train")
     caps = caps_in_effect(settings, "train", dataset_plan, {"tokenize.cutoff_len": tokenize_params["cutoff_len"],
                                                             "generate.max_rows": generate_params.get("max_rows")})
     report = {"model": model_name, "source": spec.source, "template": tokenize_params["template"],
               "precision": resolve_precision(settings.precision), "caps": caps,
-              "trust_remote_code": spec.trust_remote_code,
+              "trust_remote_code": spec.trust_remote_code, "generate": generation,
               "judges": check_judges(judge_params, judge_credentials, model_registry)}
     logger.info("Preflight checks passed: %s", report)
     return report
