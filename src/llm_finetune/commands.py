@@ -235,45 +235,50 @@ def compare_command(run_a: str, run_b: str, env: str | None) -> None:
 @click.option("--stage", default="sft", show_default=True, help="whose adapter `--adapter latest` takes")
 @click.option("--model", "model_folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="a transformers folder (a merged export); default: the adapter's base, else the project's base")
+@click.option("--gguf", default=None, help="a GGUF export folder or .gguf file, or `latest`: served by llama.cpp")
 @click.option("--template", default=None, help="for a folder without prompt_template.json (default: the tokenizer's)")
 @click.option("--system", default=None, help="a system prompt for the conversation")
 @click.option("--max-new-tokens", default=256, show_default=True, type=click.IntRange(1))
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), help="0: greedy")
 @click.option("--seed", default=123, show_default=True, type=int)
-def chat_command(adapter: str | None, stage: str, model_folder: Path | None, template: str | None,
+def chat_command(adapter: str | None, stage: str, model_folder: Path | None, gguf: str | None, template: str | None,
                  system: str | None, max_new_tokens: int, temperature: float, seed: int) -> None:
     """Chat with a model: replies stream as they are generated; `/reset` starts over, `/exit` (or EOF) ends."""
     from kedro.utils import find_kedro_project
     from transformers import TextStreamer
 
     from llm_finetune.evaluation.generation import Decoding
-    from llm_finetune.serving.chat import MODELS, ChatModel, Conversation, latest_folder
+    from llm_finetune.serving.chat import MODELS, ChatModel, Conversation, latest_folder, latest_gguf
 
     models = (find_kedro_project(Path.cwd()) or Path.cwd()) / MODELS
     try:
         folder = latest_folder(stage, models) if adapter == "latest" else (Path(adapter) if adapter else None)
         decoding = Decoding(max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature or 1.0,
                             seed=seed)
-        chat = ChatModel.load(model=model_folder, adapter=folder, template=template, decoding=decoding,
-                              models=models)
+        if gguf:
+            chat = ChatModel.load_gguf(latest_gguf(models) if gguf == "latest" else Path(gguf), decoding)
+        else:
+            chat = ChatModel.load(model=model_folder, adapter=folder, template=template, decoding=decoding,
+                                  models=models)
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"Chatting with {chat.source}; /reset starts over, /exit ends.", err=True)
     conversation = Conversation(system=system)
     streamer = TextStreamer(chat.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    while True:
-        try:
-            message = input("> " if sys.stdin.isatty() else "")
-        except EOFError:
-            break
-        command = message.strip()
-        if command in ("/exit", "/quit"):
-            break
-        if command == "/reset":
-            conversation.reset()
-            click.echo("(conversation reset)", err=True)
-        elif command:
-            conversation.reply(message, chat, streamer)
+    with chat.resources:
+        while True:
+            try:
+                message = input("> " if sys.stdin.isatty() else "")
+            except EOFError:
+                break
+            command = message.strip()
+            if command in ("/exit", "/quit"):
+                break
+            if command == "/reset":
+                conversation.reset()
+                click.echo("(conversation reset)", err=True)
+            elif command:
+                conversation.reply(message, chat, streamer)
 
 
 if __name__ == "__main__":

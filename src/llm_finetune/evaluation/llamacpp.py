@@ -150,3 +150,28 @@ def generate_with_llamacpp(model, tokenizer, encoded: list[list[int]], decoding,
         with llamacpp_server(gguf_file, n_ctx=longest * concurrency, n_threads=threads, n_parallel=concurrency) as url:
             generated, timing = complete_ids(url, encoded, decoding, end_ids, concurrency=concurrency)
     return generated, timing | {"gguf_type": settings["gguf_type"], "convert_seconds": round(convert_s, 2)}
+
+
+def stream_ids(base_url: str, prompt_ids: list[int], decoding, end_ids: list[int], on_tokens=None,
+               timeout_s: float = 600.0) -> list[int]:
+    """One prompt's new ids, streamed (server-sent events): ``on_tokens(ids)`` gets each piece as it comes
+    (chat prints it), and the stream is closed at the first of ``end_ids``, which is kept last."""
+    import json
+
+    body = completion_request(prompt_ids, decoding) | {"stream": True}
+    ends, generated = set(end_ids), []
+    with httpx.stream("POST", f"{base_url}/completion", json=body, timeout=timeout_s) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            chunk = json.loads(line[len("data: "):])
+            piece = [int(t) for t in chunk.get("tokens") or []]
+            cut = next((i + 1 for i, token in enumerate(piece) if token in ends), None)
+            piece = piece[:cut] if cut else piece
+            generated += piece
+            if piece and on_tokens is not None:
+                on_tokens(piece)
+            if cut or chunk.get("stop"):
+                break
+    return generated

@@ -1,16 +1,20 @@
-"""A multi-turn chat with the base model, an adapter or a merged folder, in the template it was trained with.
+"""A multi-turn chat with the base model, an adapter, a merged folder or a GGUF export, in the template it was
+trained with.
 
 The conversation is rendered by the same template pieces training and evaluation use
 (:func:`llm_finetune.tokens.conversations.encode_prompts`), so turn 2's prompt is turn 1's prompt, its
 reply and the template's end of turn, then the new message; replies stop at the template's end ids and
 stop strings, and stream through the one generation loop
-(:func:`llm_finetune.evaluation.generation.generate_token_ids`) with transformers' ``TextStreamer``.
+(:func:`llm_finetune.evaluation.generation.generate_token_ids`) with transformers' ``TextStreamer``. A GGUF
+export (``export.format: gguf``) is served by llama.cpp in-process and streamed from it; the folder's
+tokenizer encodes the same prompt ids, so the conversation is the same text on both engines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,9 +45,31 @@ def latest_base(root: Path = MODELS) -> Path:
     return newest
 
 
+def latest_gguf(root: Path = MODELS) -> Path:
+    """The newest GGUF export (``data/06_models/gguf_model/<version>/gguf_model``)."""
+    newest = newest_version(Path(root) / "gguf_model")
+    if newest is None:
+        raise FileNotFoundError(f"{Path(root) / 'gguf_model'} holds no GGUF export yet: run "
+                                "`kedro run --pipeline export --params export.format=gguf` first, or pass a folder")
+    return newest
+
+
+def gguf_file_of(path: Path) -> tuple[Path, Path]:
+    """``(folder, file)`` for a GGUF export folder (its first file, the Modelfile's) or one of its files."""
+    path = Path(path)
+    if path.is_file():
+        return path.parent, path
+    record = path / "gguf.json"
+    files = json.loads(record.read_text())["files"] if record.is_file() else sorted(p.name for p in path.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"{path} holds no .gguf file")
+    return path, path / files[0]
+
+
 @dataclass
 class ChatModel:
-    """A model ready to chat: its folder (and adapter), tokenizer, template and end ids."""
+    """A model ready to chat: its folder (and adapter), tokenizer, template and end ids. ``server`` is the
+    llama.cpp URL when the model is a GGUF (``model`` is then None); :meth:`close` stops it."""
 
     model: object
     tokenizer: object
@@ -51,6 +77,53 @@ class ChatModel:
     end_ids: list[int]
     decoding: Decoding
     source: str
+    server: str | None = None
+    resources: ExitStack = field(default_factory=ExitStack)
+
+    def generate(self, prompt_ids: list[int], streamer=None) -> list[int]:
+        """The reply's ids (its end id last), streamed to ``streamer`` (a transformers ``TextStreamer``)."""
+        if self.server is None:
+            generated, _ = generate_token_ids(self.model, self.tokenizer, [prompt_ids], 1, self.decoding, self.end_ids,
+                                              progress=False, streamer=streamer)
+            return generated[0]
+        import torch
+
+        from llm_finetune.evaluation.llamacpp import stream_ids
+
+        if streamer is not None:
+            streamer.put(torch.tensor([prompt_ids]))  # the prompt, which the streamer skips
+        ids = stream_ids(self.server, prompt_ids, self.decoding, self.end_ids,
+                         (lambda piece: streamer.put(torch.tensor(piece))) if streamer is not None else None)
+        if streamer is not None:
+            streamer.end()
+        return ids
+
+    def close(self) -> None:
+        self.resources.close()
+
+    @classmethod
+    def load_gguf(cls, path: Path, decoding: Decoding | None = None, n_threads: int | None = None) -> ChatModel:
+        """A GGUF export folder (or one of its ``.gguf`` files) served by llama.cpp; the folder's tokenizer
+        and ``prompt_template.json`` render the conversation."""
+        import os
+
+        from llm_finetune.evaluation.llamacpp import llamacpp_server
+        from llm_finetune.models.loading import load_tokenizer
+
+        folder, gguf_file = gguf_file_of(path)
+        if not (folder / TEMPLATE_FILE).is_file() or not (folder / "tokenizer_config.json").is_file():
+            raise FileNotFoundError(f"{folder} lacks {TEMPLATE_FILE} or the tokenizer: chat on a GGUF needs the "
+                                    "folder `kedro run --pipeline export --params export.format=gguf` writes")
+        tokenizer = load_tokenizer(folder, padding_side="left")
+        chosen = template_from_saved(json.loads((folder / TEMPLATE_FILE).read_text()), tokenizer)
+        decoding = decoding or Decoding(max_new_tokens=256)
+        extra = tuple(s for s in stop_strings(chosen, tokenizer) if s not in decoding.stop_strings)
+        end_ids = list(dict.fromkeys([tokenizer.eos_token_id, *stop_token_ids(chosen, tokenizer)]))
+        resources = ExitStack()
+        url = resources.enter_context(llamacpp_server(gguf_file, n_ctx=4096, n_parallel=1,
+                                                      n_threads=n_threads or os.cpu_count() or 1))
+        return cls(None, tokenizer, chosen, end_ids, replace(decoding, stop_strings=decoding.stop_strings + extra),
+                   f"{gguf_file} (llama.cpp)", server=url, resources=resources)
 
     @classmethod
     def load(cls, model: Path | None = None, adapter: Path | None = None, template: str | None = None,
@@ -97,10 +170,8 @@ class Conversation:
 
     def reply(self, message: str, chat: ChatModel, streamer=None) -> str:
         """The model's reply to ``message`` (streamed to ``streamer`` as it is generated), kept in the history."""
-        ids = self.prompt_ids(message, chat)
-        generated, _ = generate_token_ids(chat.model, chat.tokenizer, [ids], 1, chat.decoding, chat.end_ids,
-                                          progress=False, streamer=streamer)
-        text = completion_texts(chat.tokenizer, generated, chat.end_ids, chat.decoding)[0]
+        generated = chat.generate(self.prompt_ids(message, chat), streamer)
+        text = completion_texts(chat.tokenizer, [generated], chat.end_ids, chat.decoding)[0]
         self.messages += [{"role": "user", "content": message}, {"role": "assistant", "content": text}]
         return text
 
