@@ -75,7 +75,8 @@ def two_runs(project, tiny_model_dir):
     summary_1 = latest(project, "data/08_reporting/sft/summary_metrics.json")
     second = kedro(project, "run", "--pipeline", "sft", "--env", "test", params=params)
     assert second.returncode == 0, second.stdout[-4000:]
-    return first, second, summary_1, latest(project, "data/08_reporting/sft/summary_metrics.json")
+    second_adapter = versions(project, "data/06_models/sft/adapter")[-1]  # later tests train more runs
+    return first, second, summary_1, latest(project, "data/08_reporting/sft/summary_metrics.json"), second_adapter
 
 
 def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs):
@@ -87,7 +88,8 @@ def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs
                      "data/07_model_output/sft/tuned_responses.jsonl", "data/08_reporting/sft/loss_curve.png",
                      "data/08_reporting/sft/base_vs_tuned.csv",
                      "data/08_reporting/sft/score_histogram.png", "data/08_reporting/sft/report.md",
-                     "data/08_reporting/sft/worst_and_best.csv", "data/08_reporting/sft/exact_match_by_family.csv"):
+                     "data/08_reporting/sft/worst_and_best.csv", "data/08_reporting/sft/exact_match_by_family.csv",
+                     "data/08_reporting/sft/model_card.md"):
         assert len(versions(project, relative)) == 2, relative
     adapter = project / "data/06_models/sft/adapter" / versions(project, "data/06_models/sft/adapter")[-1] / "adapter"
     assert {"adapter_model.safetensors", "prompt_template.json", "tokenizer_config.json", "training_params.json",
@@ -101,7 +103,7 @@ def test_sft_runs_end_to_end_and_writes_every_versioned_output(project, two_runs
 
 
 def test_rerun_gives_identical_metrics_and_reuses_the_base_model(project, two_runs):
-    first, second, summary_1, summary_2 = two_runs
+    first, second, summary_1, summary_2, _ = two_runs
     for part in ("base", "tuned", "delta"):
         assert summary_1[part] == summary_2[part]
     for key in ("final_train_loss", "final_val_loss", "global_steps"):
@@ -129,7 +131,7 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         assert "sft.adapter/adapter_model.safetensors" in artifacts
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"sft.loss_curve.png", "sft.score_histogram.png", "sft.train_length_histogram.png"} <= top
-        assert {"sft/report.md", "sft/train_mask_preview.html"} <= {
+        assert {"sft/report.md", "sft/train_mask_preview.html", "sft/model_card.md"} <= {
             a.path for a in client.list_artifacts(run.info.run_id, "sft")}
         metrics = run.data.metrics
         assert "sft.tokenize.train.pad_fraction" in metrics and "sft.tokenize.train.trained_tokens" in metrics
@@ -142,6 +144,17 @@ def test_mlflow_holds_both_runs_with_adapter_losses_and_metrics(project, two_run
         tags = run.data.tags
         assert tags["dataset_version.sft.train_records"] and tags["dataset_version.sft.adapter"]
         assert tags["dataset_version.sft.train_tokens"] == tags["dataset_version.sft.adapter"]
+        # the tuned model, registered (what `make run` leaves in mlflow.db), tagged with the run's metrics
+        name, number = tags["registered_model.sft"].removeprefix("models:/").split("/")
+        registered = client.get_model_version(name, number)
+        assert name == "llm_finetune-sft" and registered.run_id == run.info.run_id
+        assert float(registered.tags["sft.tuned.exact_match"]) == metrics["sft.tuned.exact_match"]
+        assert "sft.delta.exact_match" in registered.tags and "sft.align.total.rows_in" not in registered.tags
+        assert registered.tags["source"] == f"sft.adapter@{tags['dataset_version.sft.adapter']}"
+    assert sorted(int(v.version) for v in client.search_model_versions("name='llm_finetune-sft'")) == [1, 2]
+    reply = mlflow.pyfunc.load_model("models:/llm_finetune-sft/2").predict(
+        {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 3})[0]
+    assert reply["object"] == "chat.completion" and reply["choices"][0]["message"]["role"] == "assistant"
 
 
 def test_unreachable_judge_stops_the_run_before_training(project, tiny_model_dir):
@@ -211,6 +224,18 @@ def test_a_generate_template_other_than_the_training_one_fails_before_training(p
     assert versions(project, "data/06_models/sft/adapter") == before
 
 
+def test_the_model_card_describes_the_run_that_trained_the_adapter(project, two_runs):
+    version, summary = two_runs[4], two_runs[3]
+    card = (project / "data/08_reporting/sft/model_card.md" / version / "model_card.md").read_text()
+    base = latest(project, "data/06_models/base_model_info.json")
+    assert f"<!-- adapter: {version} -->" in card and f"fingerprint: `{base['fingerprint']}`" in card
+    assert "| demo_instructions | `data/01_raw/demo_instructions.json` |" in card and "| 120 | 120 | 0 |" in card
+    assert "Trained on 101 rows" in card and "`alpaca`" in card and "### Response:" in card
+    assert "| learning_rate | `0.005` |" in card and "| max_steps | `12` |" in card
+    assert f"| rouge_l | {summary['base']['rouge_l']:.4g} | {summary['tuned']['rouge_l']:.4g} |" in card
+    assert card.startswith("---\nlicense: unknown\n")  # the test registry entry names no licence
+
+
 def test_export_merges_the_adapter_into_a_standalone_model(project, two_runs):
     import torch
     from transformers import AutoModelForCausalLM
@@ -232,3 +257,12 @@ def test_export_merges_the_adapter_into_a_standalone_model(project, two_runs):
         untuned = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)(ids).logits
     torch.testing.assert_close(standalone, with_adapter, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(standalone, untuned, atol=1e-4)
+    card = (merged / "README.md").read_text()
+    assert f"<!-- adapter: {adapter.parent.name} -->" in card and "## Export" in card and "## Data" in card
+    assert versions(project, "data/06_models/gguf_model") == []  # export.format: merged writes no GGUF
+
+
+def test_gguf_export_names_a_tokenizer_llama_cpp_does_not_know_and_writes_no_gguf(project, two_runs):
+    result = kedro(project, "run", "--pipeline", "export", "--env", "test", params={"export.format": "gguf"})
+    assert result.returncode != 0 and "pre-tokenizer was not recognized" in result.stdout
+    assert versions(project, "data/06_models/gguf_model") == []

@@ -19,7 +19,7 @@ EXPORT = {"dtype": "float32", "format": "gguf", "gguf": {"types": ["f32"]}}
 @pytest.fixture(scope="module")
 def exported(smol_vocab_model_dir, smol_vocab_adapter, tmp_path_factory):
     out = tmp_path_factory.mktemp("chat-export")
-    merge_adapter(smol_vocab_model_dir, smol_vocab_adapter, EXPORT).write(out / "merged")
+    merge_adapter(smol_vocab_model_dir, smol_vocab_adapter, None, EXPORT).write(out / "merged")
     export_gguf(out / "merged", EXPORT).write(out / "gguf")
     return out / "merged", out / "gguf"
 

@@ -49,7 +49,10 @@ def check_converter(configured: str | Path | None = None) -> Path:
     return folder
 
 
-def check_gguf_types(types: list[str]) -> list[str]:
+def check_gguf_types(types: list[str] | str) -> list[str]:
+    """The GGUF types asked for, known ones only: a list, or one string (``q8_0``, ``f16+q8_0``: what
+    ``kedro run --params`` can pass, since it splits on commas)."""
+    types = types.split("+") if isinstance(types, str) else list(types or [])
     unknown = [t for t in types if t not in GGUF_TYPES]
     if not types or unknown:
         raise GgufExportError(f"export.gguf.types must name one or more of {list(GGUF_TYPES)}, got {types}")

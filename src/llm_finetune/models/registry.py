@@ -48,6 +48,7 @@ class ModelSpec:
     path: str | None = None
     chat_template: str | None = None
     trust_remote_code: bool = False
+    license: str | None = None  # for the model card; not part of the fingerprint (it does not change weights)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -60,7 +61,8 @@ class ModelSpec:
         source = entry.pop("source", None)
         if source not in SOURCES:
             raise ValueError(f"Model {name!r}: source must be one of {SOURCES}, got {source!r}")
-        known_keys = {"package", "gguf_file", "repo_id", "revision", "path", "chat_template", "trust_remote_code"}
+        known_keys = {"package", "gguf_file", "repo_id", "revision", "path", "chat_template", "trust_remote_code",
+                      "license"}
         extra = {k: entry.pop(k) for k in list(entry) if k not in known_keys}
         spec = cls(name=name, source=source, extra=extra, **entry)
         spec.validate()
@@ -108,6 +110,7 @@ class ModelSpec:
         """A short hash that changes whenever the source's content could change (a Hub entry is
         fingerprinted by its resolved commit, :meth:`pinned`)."""
         ident = asdict(self.pinned())
+        ident.pop("license")
         if self.source == "gguf_package":
             ident["package_version"] = importlib.metadata.version(self.package)
             gguf = self.locate()

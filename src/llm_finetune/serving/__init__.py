@@ -1,1 +1,1 @@
-"""Using a tuned model: chat with it (more to come: the MLflow registry, GGUF for llama.cpp and Ollama)."""
+"""Using a tuned model: chat with it (a folder or a GGUF), its model card, its MLflow registered chat model."""

@@ -12,7 +12,7 @@ import pytest
 from llm_finetune.evaluation.generation import Decoding
 from llm_finetune.evaluation.llamacpp import complete_ids, llamacpp_server
 from llm_finetune.io import ModelBundle, NotWritten
-from llm_finetune.models.gguf_export import GgufExportError, convert_to_gguf
+from llm_finetune.models.gguf_export import GgufExportError, check_gguf_types, convert_to_gguf
 from llm_finetune.models.loading import load_tokenizer
 from llm_finetune.pipelines.export.nodes import check_export_params, export_gguf, merge_adapter
 from llm_finetune.tokens.conversations import encode_prompts
@@ -28,7 +28,7 @@ RECORD = {"messages": [{"role": "user", "content": "Name a primary colour."}, {"
 @pytest.fixture(scope="module")
 def exported(smol_vocab_model_dir, smol_vocab_adapter, tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("export")
-    merge_adapter(smol_vocab_model_dir, smol_vocab_adapter, GGUF).write(out / "merged")
+    merge_adapter(smol_vocab_model_dir, smol_vocab_adapter, None, GGUF).write(out / "merged")
     export_gguf(out / "merged", GGUF).write(out / "gguf")
     return out / "merged", out / "gguf"
 
@@ -96,6 +96,10 @@ def test_format_merged_writes_no_gguf(exported):
 def test_export_mistakes_fail_before_the_merge(change, message):
     with pytest.raises((ValueError, GgufExportError), match=message):
         check_export_params(GGUF | change)
+
+
+def test_gguf_types_come_as_a_list_or_as_one_string_from_the_command_line():
+    assert check_gguf_types("f16+q8_0") == ["f16", "q8_0"] and check_gguf_types(["q8_0", "q8_0"]) == ["q8_0"]
 
 
 def test_a_tokenizer_the_converter_does_not_know_is_named_and_leaves_no_file(tiny_model_dir, tmp_path):

@@ -16,6 +16,7 @@ from llm_finetune.models.loading import load_causal_lm, load_tokenizer
 from llm_finetune.models.materialize import materialize
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.models.registry import ModelSpec
+from llm_finetune.serving import model_card
 from llm_finetune.tokens.settings import TEMPLATE_FILE
 from llm_finetune.tokens.templates import alpaca_input, load_template, template_from_saved
 
@@ -101,6 +102,16 @@ def build_report(base_judgments: list[dict], tuned_judgments: list[dict], base_s
                 tuned_summary["exact_match"], base_summary["rouge_l"], tuned_summary["rouge_l"])
     return (summary, reporting.comparison_table(base_judgments, tuned_judgments), families, examples,
             reporting.markdown_report(summary, families, examples))
+
+
+def write_model_card(adapter: Path, base_model: Path, base_model_info: dict, dataset_plan: list[dict],
+                     align_report: dict, train_info: dict, summary_metrics: dict, judge_params: dict, model_name: str,
+                     model_registry: dict, stage: str = "sft") -> str:
+    """The tuned model's card (:mod:`llm_finetune.serving.model_card`) from this run's own records; the
+    licence is the registry entry's ``license`` (else the base folder's card says it)."""
+    licence = model_card.base_licence(base_model_info, model_registry.get(model_name), base_model)
+    return model_card.model_card(adapter, base_model_info, dataset_plan, align_report, train_info, summary_metrics,
+                                 judge_params, licence, stage)
 
 
 def plot_report(base_judgments: list[dict], tuned_judgments: list[dict], loss_history: list[dict]):

@@ -10,6 +10,7 @@ from llm_finetune.pipelines.evaluation.nodes import (
     judge_responses,
     plot_report,
     read_responses_file,
+    write_model_card,
 )
 
 JUDGE_INPUTS = ["params:judge", "judge_credentials", "params:model_registry", "base_model_cache"]
@@ -31,8 +32,11 @@ def create_pipeline(**kwargs) -> Pipeline:
              ["summary_metrics", "comparison_table", "family_table", "examples_table", "report"], name="report"),
         node(plot_report, ["base_judgments", "tuned_judgments", "loss_history"], ["loss_curve", "score_histogram"],
              name="plot_report"),
-    ], namespace="sft", inputs=SHARED | {"base_model"},
-        parameters=JUDGE_PARAMS | {"params:generate", "params:tokenize"})
+        node(write_model_card, ["adapter", "base_model", "base_model_info", "dataset_plan", "align_report",
+                                "train_info", "summary_metrics", "params:judge", "params:model",
+                                "params:model_registry"], "model_card", name="model_card"),
+    ], namespace="sft", inputs=SHARED | {"base_model", "base_model_info"},
+        parameters=JUDGE_PARAMS | {"params:generate", "params:tokenize", "params:model"})
 
 
 def create_file_pipeline(**kwargs) -> Pipeline:
