@@ -17,7 +17,12 @@ own fresh subprocess (peak RSS is ``VmHWM``), one after the other, on ``--thread
 * **book loop**: ch. 7's plain loop with peft LoRA: fp32, pad to the longest, ``model(x).logits``,
   cross-entropy (ignore -100), AdamW, no schedule;
 * **HF Trainer**: transformers ``Trainer``, fp32, ``train_sampling_strategy="group_by_length"``,
-  ``DataCollatorForSeq2Seq``.
+  ``DataCollatorForSeq2Seq``;
+* **each peer at its best CPU setting** (``train_peers.py``): HF Trainer bf16, TRL padding-free and
+  TRL packing in bf16 without gradient checkpointing, the book loop under bf16 autocast.
+
+The headline is the projected wall time of one epoch of the 935 rows (the epoch's trained tokens at
+the timed rate), with the fastest peer named and our ratio against it.
 
 Trained tokens are the labels != -100 after the shift, counted from every training forward pass.
 Throughput is taken over steps ``--warmup + 1 .. --steps`` (the first steps are reported apart).
@@ -42,10 +47,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench_machine import machine, memory_mb, uptime
+from train_peers import BATCH, CUTOFF, LORA, LR, RUNNERS, Meter, meter_callback, val_loss
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"
@@ -54,14 +59,15 @@ PARAMS = REPO / "conf" / "base" / "parameters_sft.yml"
 RESULT = REPO / "benchmarks" / "results" / "train_vs_peers.json"
 WORK = Path("/tmp/bench_train")
 TRL_PYTHON = "/tmp/trl-venv/bin/python"
-CUTOFF, BATCH, LR, SEED = 512, 8, 1e-3, 123
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
-CONFIGS = ("ours", "ours_book_optimizer", "trl_default", "trl_fp32", "book", "hf_group")
+CONFIGS = ("ours", "ours_book_optimizer", "trl_default", "trl_fp32", "trl_padding_free", "trl_packing", "book",
+           "book_bf16", "hf_group", "hf_bf16")
 # the book loop's optimizer settings on our defaults: the val-loss check compares like with like
 BOOK_OPTIMIZER = {"lr_scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.1}
 LABELS = {"ours": "ours (defaults)", "ours_book_optimizer": "ours, the book's optimizer settings",
           "trl_default": "TRL SFTTrainer defaults", "trl_fp32": "TRL fp32, no packing",
-          "book": "book loop (fp32)", "hf_group": "HF Trainer, group_by_length (fp32)"}
+          "trl_padding_free": "TRL padding-free, no grad. ckpt.", "trl_packing": "TRL packing, no grad. ckpt.",
+          "book": "book loop (fp32)", "book_bf16": "book loop, bf16 autocast",
+          "hf_group": "HF Trainer, group_by_length (fp32)", "hf_bf16": "HF Trainer, group_by_length, bf16"}
 MARK = "RESULT "
 
 
@@ -97,81 +103,6 @@ def prepare(path: Path) -> dict:
             "trained_tokens_per_epoch": sum(sum(x != -100 for x in r["labels"][1:]) for r in tokenized["train"])}
 
 
-def val_loss(model, rows: list[dict]) -> float:
-    """Token-averaged cross-entropy on ``rows`` in fp32, right-padded batches of 8 (the same for everyone)."""
-    import torch
-
-    model = model.float().eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(rows), BATCH):
-            batch = rows[start:start + BATCH]
-            width = max(len(r["input_ids"]) for r in batch)
-            ids = torch.tensor([r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch])
-            labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
-            mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch])
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-            target = labels[:, 1:]
-            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100,
-                                                       reduction="sum").item()
-            count += int((target != -100).sum())
-    return round(total / count, 4)
-
-
-class Meter:
-    """Per step: end time, trained tokens (labels != -100 after the shift) and padded input tokens."""
-
-    def __init__(self):
-        self.start, self.ends, self.trained, self.padded = time.perf_counter(), [], [], []
-
-    def count(self, input_ids, labels) -> None:
-        self.trained.append(int((labels[:, 1:] != -100).sum()))
-        self.padded.append(int(input_ids.numel()))
-
-    def step_done(self) -> None:
-        self.ends.append(time.perf_counter())
-
-    def hook(self, module, args, kwargs) -> None:
-        """Forward pre-hook: count the batches of training forward passes (not evaluation)."""
-        if module.training and kwargs.get("labels") is not None:
-            self.count(kwargs["input_ids"], kwargs["labels"])
-
-    def summary(self, warmup: int) -> dict:
-        n = len(self.ends)
-        seconds = self.ends[-1] - self.ends[warmup - 1]
-        trained, padded = sum(self.trained[warmup:n]), sum(self.padded[warmup:n])
-        return {"steps": n, "warmup_steps": warmup, "first_step_s": round(self.ends[0] - self.start, 2),
-                "warmup_s": round(self.ends[warmup - 1] - self.start, 2), "timed_s": round(seconds, 2),
-                "wall_s": round(self.ends[-1] - self.start, 2), "trained_tokens": trained,
-                "padded_input_tokens": padded, "trained_tokens_per_s": round(trained / seconds, 1),
-                "input_tokens_per_s": round(padded / seconds, 1), "s_per_step": round(seconds / (n - warmup), 3),
-                "step_s": [round(b - a, 2) for a, b in zip([self.start] + self.ends, self.ends)],
-                "step_trained_tokens": self.trained[:n], "step_input_tokens": self.padded[:n]}
-
-
-def meter_callback(meter: Meter):
-    """A transformers callback that hooks ``meter`` on the model and stamps every optimizer step."""
-    from transformers import TrainerCallback
-
-    class Stamp(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            model.register_forward_pre_hook(meter.hook, with_kwargs=True)
-            meter.start = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            meter.step_done()
-
-    return Stamp()
-
-
-def lora_model(folder: str):
-    """The fp32 base model with peft LoRA adapters (the peers' model)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    return get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype="float32"), LoraConfig(**LORA))
-
-
 def child_ours(data: dict, args, overrides: dict | None = None) -> dict:
     import yaml
 
@@ -199,73 +130,6 @@ def child_ours(data: dict, args, overrides: dict | None = None) -> dict:
                                          "val_loss": val_loss(model, data["val"])}
 
 
-def child_trl(data: dict, args, fp32: bool) -> dict:
-    import datasets
-    import trl
-    from peft import LoraConfig
-
-    options = {"bf16": False, "packing": False} if fp32 else {}
-    config = trl.SFTConfig(output_dir=args.work, max_length=CUTOFF, per_device_train_batch_size=BATCH,
-                           learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps,
-                           seed=SEED, report_to="none", save_strategy="no", eval_strategy="no", use_cpu=True,
-                           disable_tqdm=True, **options)
-    meter, started = Meter(), time.perf_counter()
-    trainer = trl.SFTTrainer(model=data["model"], args=config, train_dataset=datasets.Dataset.from_list(
-        data["train_text"]), peft_config=LoraConfig(**LORA), callbacks=[meter_callback(meter)])
-    setup = time.perf_counter() - started
-    trainer.train()
-    precision = "bf16 autocast" if config.bf16 else "fp32"
-    return meter.summary(args.warmup) | {"precision": precision, "setup_s": round(setup, 2), "trl": trl.__version__,
-                                         "packing": config.packing, "gradient_checkpointing": config.gradient_checkpointing,
-                                         "val_loss": val_loss(trainer.model, data["val"])}
-
-
-def child_book(data: dict, args) -> dict:
-    """The book's ch. 7 loop (shuffled loader, drop_last, AdamW with weight decay 0.1, no schedule), with LoRA."""
-    import torch
-
-    torch.manual_seed(SEED)
-    model = lora_model(data["model"])
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1)
-    rows, pad = data["train"], 0
-    loader = torch.utils.data.DataLoader(rows, batch_size=BATCH, shuffle=True, drop_last=True, collate_fn=lambda b: b)
-    meter, step = Meter(), 0
-    while step < args.steps:
-        for batch in loader:
-            width = max(len(r["input_ids"]) for r in batch)
-            input_ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch])
-            labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in batch])
-            meter.count(input_ids, labels)
-            optimizer.zero_grad()
-            logits = model(input_ids).logits
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
-                                                     ignore_index=-100)
-            loss.backward()
-            optimizer.step()
-            meter.step_done()
-            step += 1
-            if step == args.steps:
-                break
-    return meter.summary(args.warmup) | {"precision": "fp32", "val_loss": val_loss(model, data["val"])}
-
-
-def child_hf_group(data: dict, args) -> dict:
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
-
-    tokenizer = AutoTokenizer.from_pretrained(data["model"])
-    training = TrainingArguments(output_dir=args.work, per_device_train_batch_size=BATCH, learning_rate=LR,
-                                 lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps, seed=SEED,
-                                 train_sampling_strategy="group_by_length", report_to="none", save_strategy="no",
-                                 eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=5)
-    meter = Meter()
-    trainer = Trainer(model=lora_model(data["model"]), args=training, train_dataset=data["train"],
-                      data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
-                      callbacks=[meter_callback(meter)])
-    trainer.train()
-    return meter.summary(args.warmup) | {"precision": "fp32", "val_loss": val_loss(trainer.model, data["val"])}
-
-
 def run_child(python: str, name: str, data_path: Path, args) -> dict:
     """One configuration in a fresh process of ``python``."""
     with tempfile.TemporaryDirectory(prefix=f"bench_train_{name}_") as work:
@@ -284,9 +148,7 @@ def child(args) -> int:
 
     torch.set_num_threads(args.threads)
     data = json.loads(Path(args.data).read_text())
-    runners = {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER),
-               "book": child_book, "hf_group": child_hf_group,
-               "trl_default": lambda d, a: child_trl(d, a, fp32=False), "trl_fp32": lambda d, a: child_trl(d, a, True)}
+    runners = RUNNERS | {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER)}
     result = runners[args.child](data, args)
     print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "torch": torch.__version__}, default=str))
     return 0
@@ -303,16 +165,22 @@ def peak_gemm(threads: int) -> dict:
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
 
-def table(results: dict) -> list[str]:
-    lines = ["| configuration | precision | wall s | s/step | trained tokens | trained tokens/s | peak RSS MB | val loss "
-             "| ours / this (tokens/s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def epoch_s(result: dict, trained_per_epoch: int) -> float:
+    """Projected wall seconds for one epoch of the 935 rows: the epoch's trained tokens at the timed rate."""
+    return round(trained_per_epoch / result["trained_tokens_per_s"], 1)
+
+
+def table(results: dict, trained_per_epoch: int) -> list[str]:
+    lines = ["| configuration | precision | epoch s (projected) | s/step | trained tokens | trained tokens/s "
+             "| peak RSS MB | val loss | ours / this (tokens/s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     ours = results.get("ours", {}).get("trained_tokens_per_s")
     for name, r in results.items():
         if "error" in r:
             lines.append(f"| {LABELS[name]} | failed: {r['error'][-200:]!r} |")
             continue
         ratio = f"{ours / r['trained_tokens_per_s']:.2f}x" if ours else ""
-        lines.append(f"| {LABELS[name]} | {r['precision']} | {r['wall_s']} | {r['s_per_step']} | {r['trained_tokens']:,} "
+        lines.append(f"| {LABELS[name]} | {r['precision']} | {epoch_s(r, trained_per_epoch)} | {r['s_per_step']} "
+                     f"| {r['trained_tokens']:,} "
                      f"| {r['trained_tokens_per_s']:,.1f} | {r['peak_rss_mb']:,.0f} | {r['val_loss']} | {ratio} |")
     return lines
 
@@ -363,6 +231,9 @@ def main() -> int:
                      "peak_rss": round(ours["peak_rss_mb"] / r["peak_rss_mb"], 2)}
               for name, r in results.items() if not name.startswith("ours") and "error" not in r and ours
               and "error" not in ours}
+    peers = {name: r for name, r in results.items() if not name.startswith("ours") and "error" not in r}
+    fastest = max(peers, key=lambda name: peers[name]["trained_tokens_per_s"], default=None)
+    epochs = {name: epoch_s(r, dataset["trained_tokens_per_epoch"]) for name, r in results.items() if "error" not in r}
     book = results.get("book", {})
     val_vs_book = {name: round(r["val_loss"] / book["val_loss"] - 1, 4) for name, r in results.items()
                    if name.startswith("ours") and "error" not in r and book and "error" not in book}
@@ -375,7 +246,10 @@ def main() -> int:
                "peak_gemm_tflops_from_training": ours["info"]["peak_gemm_tflops"]}
     print(f"\n{args.steps} optimizer steps each (throughput over steps {args.warmup + 1}..{args.steps}), "
           f"batch {BATCH}, cutoff {CUTOFF}, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC")
-    print("\n".join(table(results)))
+    print("\n".join(table(results, dataset["trained_tokens_per_epoch"])))
+    if fastest and ours and "error" not in ours:
+        print(f"\nfastest peer: {LABELS[fastest]}; ours / it: {ratios[fastest]['trained_tokens_per_s']}x trained "
+              f"tokens/s, projected epoch {epochs['ours']} s against {epochs[fastest]} s")
     print(f"\nratios ours / peer: {json.dumps(ratios)}\nval loss vs the book loop's: {val_vs_book}\nMFU: {mfu}\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
         RESULT.parent.mkdir(parents=True, exist_ok=True)
@@ -384,7 +258,8 @@ def main() -> int:
             "steps": args.steps, "warmup_steps": args.warmup, "batch_size": BATCH, "cutoff_len": CUTOFF,
             "learning_rate": LR, "lora": LORA, "threads": args.threads, "load_before": load_before,
             "load_after": load_after, "peak_gemm_tflops": gemm, "ours_mfu": mfu, "results": results,
-            "ratios_ours_over_peer": ratios, "val_loss_vs_book": val_vs_book,
+            "ratios_ours_over_peer": ratios, "val_loss_vs_book": val_vs_book, "fastest_peer": fastest,
+            "projected_epoch_s": epochs,
             "book_optimizer_settings": BOOK_OPTIMIZER}, indent=2, default=str) + "\n")
         print(f"wrote {RESULT.relative_to(REPO)}")
     return 0
