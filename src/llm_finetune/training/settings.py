@@ -114,7 +114,10 @@ class TrainSettings(_Strict):
     # LLaMA-Factory's warmup_ratio)
     warmup_steps: int | float = Field(10, ge=0)
     max_grad_norm: float = Field(1.0, ge=0)  # 0: no clipping
-    optimizer: str = "adamw_torch"  # any transformers `optim` name
+    # any transformers `optim` name; fused AdamW: one kernel over all trainable tensors instead of torch's
+    # per-tensor loop on CPU (3.3x faster steps over LoRA's 420 tensors: benchmarks/engine_step_ab.py);
+    # transformers' own default on torch >= 2.8
+    optimizer: str = "adamw_torch_fused"
     group_by_length: bool = True  # length-grouped batches (in random order) pad far less than random ones
     eval_steps: int = Field(40, ge=1)
     eval_before_training: bool = False  # also evaluate the untrained model (a val row at step 0)

@@ -1,0 +1,145 @@
+"""A/B: each engine speed change against the code without it, interleaved in one process.
+
+Step times of a whole run on this shared 2-core machine drift by tens of percent from minute to minute,
+more than most single changes gain; so each change is timed here as A, B, A, B, ... on the same batch in
+the same process, and the ratio of the medians is reported (drift hits both sides alike).
+
+The set-up of ``train_vs_peers.py``: SmolLM2-135M-Instruct in bf16, LoRA r=16 on all linear layers (fp32
+weights, bf16 autocast, peft's input casts off, fp32 attention: the engine's numerics), micro-batches of 8
+of the book's training rows, in our length-grouped order. The changes:
+
+* ``fused_adamw``: one AdamW step over the 420 LoRA tensors with ``fused=True`` (``train.optimizer:
+  adamw_torch_fused``, the default; A: ``adamw_torch``, torch's per-tensor loop on CPU), set against the
+  forward + backward of ``--batches`` micro-batches (``step_share``: the part of a step it saves).
+
+Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
+
+Run:  .venv/bin/python benchmarks/engine_step_ab.py [--rounds 7] [--batches 4]
+Writes benchmarks/results/engine_step_ab.json (``--no-save`` does not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+from bench_machine import machine, uptime
+from train_vs_peers import BATCH, DATA, WORK, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT = REPO / "benchmarks" / "results" / "engine_step_ab.json"
+
+
+def lora_model(folder: str):
+    import torch
+
+    from llm_finetune.models.tuning import prepare_model
+    from llm_finetune.training.attention import use_training_attention
+
+    lora = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+    model, _, _ = prepare_model(Path(folder), "lora", lora, {}, "bf16")
+    use_training_attention(model, "auto", "bf16")
+    for parameter in model.parameters():
+        if parameter.requires_grad:  # peft starts B at zero; a trained adapter has a non-zero B
+            torch.nn.init.normal_(parameter, std=0.02)
+    return model.train()
+
+
+def batches(rows: list[dict], count: int) -> list[dict]:
+    from llm_finetune.tokens.packing import PadCollator
+    from llm_finetune.training.batching import ShuffledLengthGroupedSampler
+
+    order = list(ShuffledLengthGroupedSampler([len(r["input_ids"]) for r in rows], BATCH, 123))
+    collate = PadCollator(pad_token_id=0, attention_mask=False)
+    return [collate([rows[i] for i in order[k * BATCH:(k + 1) * BATCH]]) for k in range(count)]
+
+
+def forward_backward(model, data: list[dict]) -> float:
+    from llm_finetune.models.precision import compute_context
+    from llm_finetune.training.numerics import trained_token_loss
+
+    started = time.perf_counter()
+    with compute_context(model, "bf16"):
+        for batch in data:
+            trained_token_loss(model, batch).backward()
+    return time.perf_counter() - started
+
+
+def optimizer_step(optimizer) -> float:
+    started = time.perf_counter()
+    optimizer.step()
+    return time.perf_counter() - started
+
+
+def interleaved(a, b, rounds: int) -> dict:
+    """``a()`` and ``b()`` alternately (``rounds`` each, after one warm-up each): medians and B's speed-up."""
+    a(), b()
+    times = {"a": [], "b": []}
+    for _ in range(rounds):
+        times["a"].append(a())
+        times["b"].append(b())
+    median_a, median_b = statistics.median(times["a"]), statistics.median(times["b"])
+    return {"a_median_s": round(median_a, 4), "b_median_s": round(median_b, 4),
+            "speedup": round(median_a / median_b, 3), "a_s": [round(t, 4) for t in times["a"]],
+            "b_s": [round(t, 4) for t in times["b"]]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args()
+    if not DATA.is_file():
+        print(f"skipped: the book's data is not at {DATA}")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare(WORK / "data.json")
+    data = json.loads((WORK / "data.json").read_text())
+    model = lora_model(data["model"])
+    load_before = uptime()
+    data_batches = batches(data["train"], args.batches)
+    forward_backward_s = statistics.median(forward_backward(model, data_batches) for _ in range(args.rounds))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.grad = torch.randn_like(parameter) * 1e-3
+    loop = torch.optim.AdamW(trainable, lr=1e-3, foreach=False)
+    fused = torch.optim.AdamW(trainable, lr=1e-3, fused=True)
+    results = {"fused_adamw": interleaved(lambda: optimizer_step(loop), lambda: optimizer_step(fused), args.rounds * 3)}
+    for result in results.values():
+        step_s = forward_backward_s / len(data_batches) + result["a_median_s"]
+        result["step_share"] = round((result["a_median_s"] - result["b_median_s"]) / step_s, 4)
+    load_after = uptime()
+    tokens = sum(int(b["input_ids"].numel()) for b in data_batches)
+    print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {BATCH} rows, {tokens} padded tokens; "
+          f"{args.threads} threads; forward + backward {forward_backward_s / len(data_batches):.3f} s a micro-batch "
+          "(median)\n\n| change | A (without) median s | B (with) median s | B speed-up | share of a step saved |\n"
+          "|---|---:|---:|---:|---:|")
+    for name, result in results.items():
+        print(f"| {name} | {result['a_median_s']} | {result['b_median_s']} | {result['speedup']}x | "
+              f"{result['step_share']:.1%} |")
+    print(f"\nload before: {load_before}\nload after:  {load_after}")
+    if not args.no_save:
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps({
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine({}),
+            "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "padded_tokens": tokens,
+            "forward_backward_s_per_micro_batch": round(forward_backward_s / len(data_batches), 4),
+            "load_before": load_before, "load_after": load_after, "results": results}, indent=2) + "\n")
+        print(f"wrote {RESULT.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
