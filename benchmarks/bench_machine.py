@@ -5,6 +5,7 @@ Standard library only, so the children running in other venvs (LLaMA-Factory, TR
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -39,6 +40,16 @@ def machine(versions: dict) -> dict:
                 if line.startswith("model name")), "unknown")
     return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0], "ours": versions,
             "code": git_state()}
+
+
+def write_result(path: Path, payload: dict) -> None:
+    """``payload`` as indented JSON at ``path``: written aside and renamed, so a run stopped mid-write leaves
+    the last complete result in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    partial.replace(path)
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 
 
 def git_state() -> str:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-from bench_machine import machine, uptime
+from bench_machine import machine, uptime, write_result
 from train_vs_peers import BATCH, DATA, WORK, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,13 +131,11 @@ def main() -> int:
               f"{result['step_share']:.1%} |")
     print(f"\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps({
+        write_result(RESULT, {
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine({}),
             "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "padded_tokens": tokens,
             "forward_backward_s_per_micro_batch": round(forward_backward_s / len(data_batches), 4),
-            "load_before": load_before, "load_after": load_after, "results": results}, indent=2) + "\n")
-        print(f"wrote {RESULT.relative_to(REPO)}")
+            "load_before": load_before, "load_after": load_after, "results": results})
     return 0
 
 

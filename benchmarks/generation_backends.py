@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
-from bench_machine import machine, uptime
+from bench_machine import machine, uptime, write_result
 
 from llm_finetune.data.align import align_dataset
 from llm_finetune.data.split import split_records
@@ -112,15 +112,12 @@ def main() -> int:
               f"{r['convert_seconds'] if r['convert_seconds'] is not None else '-'} |")
     print(f"\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps({
+        write_result(RESULT, {
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine({}),
             "base": str(base), "adapter": str(adapter), "rows": len(records), "max_new_tokens": args.max_new_tokens,
             "batch_size": args.batch_size, "concurrency": args.concurrency, "threads": args.threads,
             "load_before": load_before, "load_after": load_after, "results": rows,
-            "examples": [{k: v[i] for k, v in outputs.items()} for i in range(min(5, len(records)))]},
-            indent=2) + "\n")
-        print(f"wrote {RESULT.relative_to(REPO)}")
+            "examples": [{k: v[i] for k, v in outputs.items()} for i in range(min(5, len(records)))]})
     return 0
 
 

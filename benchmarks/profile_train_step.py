@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-from bench_machine import machine, uptime
+from bench_machine import machine, uptime, write_result
 from train_vs_peers import DATA, PARAMS, WORK, prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,15 +127,13 @@ def main() -> int:
               f"{e.self_cpu_time_total / recorded_us:.1%} |")
     print(f"\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps({
+        write_result(RESULT, {
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine({}),
             "settings": args.set, "steps": args.steps, "skip": args.skip, "threads": args.threads,
             "step_s": step_s, "recorded_step_s": recorded, "load_before": load_before, "load_after": load_after,
             "buckets_s": {k: round(v / 1e6, 3) for k, v in shares.items()}, "inclusive_s": inclusive,
             "top": [{"op": e.key, "bucket": bucket(e.key), "calls": e.count,
-                     "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3)} for e in top]}, indent=2) + "\n")
-        print(f"wrote {RESULT.relative_to(REPO)}")
+                     "self_cpu_s": round(e.self_cpu_time_total / 1e6, 3)} for e in top]})
     return 0
 
 

@@ -49,7 +49,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_machine import machine, memory_mb, uptime
+from bench_machine import machine, memory_mb, uptime, write_result
 from train_peers import BATCH, CUTOFF, LORA, LR, RUNNERS, Meter, meter_callback, val_loss
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,16 +252,14 @@ def main() -> int:
               f"tokens/s, projected epoch {epochs['ours']} s against {epochs[fastest]} s")
     print(f"\nratios ours / peer: {json.dumps(ratios)}\nval loss vs the book loop's: {val_vs_book}\nMFU: {mfu}\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps({
+        write_result(RESULT, {
             "date": started.isoformat(timespec="seconds"), "machine": machine(versions("torch", "transformers", "peft")), "data": dataset,
             "steps": args.steps, "warmup_steps": args.warmup, "batch_size": BATCH, "cutoff_len": CUTOFF,
             "learning_rate": LR, "lora": LORA, "threads": args.threads, "load_before": load_before,
             "load_after": load_after, "peak_gemm_tflops": gemm, "ours_mfu": mfu, "results": results,
             "ratios_ours_over_peer": ratios, "val_loss_vs_book": val_vs_book, "fastest_peer": fastest,
             "projected_epoch_s": epochs,
-            "book_optimizer_settings": BOOK_OPTIMIZER}, indent=2, default=str) + "\n")
-        print(f"wrote {RESULT.relative_to(REPO)}")
+            "book_optimizer_settings": BOOK_OPTIMIZER})
     return 0
 
 
