@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 from bench_machine import machine, uptime, write_result
-from train_vs_peers import BATCH, DATA, WORK, prepare
+from train_vs_peers import BATCH, book_data_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "engine_step_ab.json"
@@ -98,15 +97,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    if not DATA.is_file():
-        print(f"skipped: the book's data is not at {DATA}")
+    prepared = book_data_in_process(args.threads)
+    if prepared is None:
         return 0
     import torch
 
-    torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
-    prepare(WORK / "data.json")
-    data = json.loads((WORK / "data.json").read_text())
+    data, _ = prepared
     model = lora_model(data["model"])
     load_before = uptime()
     data_batches = batches(data["train"], args.batches)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 from bench_machine import machine, uptime, write_result
-from train_vs_peers import DATA, PARAMS, WORK, prepare
+from train_vs_peers import PARAMS, book_data_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT = REPO / "benchmarks" / "results" / "profile_train_step.json"
@@ -70,10 +69,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
-    if not DATA.is_file():
-        print(f"skipped: the book's data is not at {DATA}")
+    prepared = book_data_in_process(args.threads)
+    if prepared is None:
         return 0
-    import torch
     import yaml
     from torch.profiler import ProfilerActivity, profile, schedule
     from transformers import TrainerCallback
@@ -82,10 +80,7 @@ def main() -> int:
     from llm_finetune.training.objectives.language_model import LanguageModelObjective
     from llm_finetune.training.settings import train_settings
 
-    torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
-    dataset = prepare(WORK / "data.json")
-    data = json.loads((WORK / "data.json").read_text())
+    data, dataset = prepared
     total = args.skip + args.steps + 1
     params = yaml.safe_load(PARAMS.read_text())["train"] | {
         "max_steps": total, "eval_steps": total, "logging_steps": total, "batch_size": 8, "save_steps": 0,

@@ -71,8 +71,9 @@ LABELS = {"ours": "ours (defaults)", "ours_book_optimizer": "ours, the book's op
 MARK = "RESULT "
 
 
-def prepare(path: Path) -> dict:
-    """Tokenize the book's split with our code; TRL gets the same prompt / answer text."""
+def prepare(path: Path) -> tuple[dict, dict]:
+    """Tokenize the book's split with our code into ``path`` (the children read it); TRL gets the same prompt /
+    answer text. Returns the split's summary and the data written."""
     from transformers import AutoTokenizer
 
     from llm_finetune.data.formats import align_alpaca, columns_for, tags_for
@@ -98,9 +99,22 @@ def prepare(path: Path) -> dict:
         text.append({"prompt": prompt.text, "completion": answer.text.removesuffix(tokenizer.eos_token)})
     data = {"model": str(folder), "train": tokenized["train"], "val": tokenized["val"], "train_text": text}
     path.write_text(json.dumps(data))
-    return {"model": folder.name, "train_rows": len(train), "val_rows": len(val),
+    return data, {"model": folder.name, "train_rows": len(train), "val_rows": len(val),
             "train_tokens": sum(len(r["input_ids"]) for r in tokenized["train"]),
             "trained_tokens_per_epoch": sum(sum(x != -100 for x in r["labels"][1:]) for r in tokenized["train"])}
+
+
+def book_data_in_process(threads: int) -> tuple[dict, dict] | None:
+    """For the scripts that train in their own process: ``threads`` torch threads and the prepared book data
+    with its summary, or None (said on stdout) when the book's data is absent."""
+    if not DATA.is_file():
+        print(f"skipped: the book's data is not at {DATA}")
+        return None
+    import torch
+
+    torch.set_num_threads(threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    return prepare(WORK / "data.json")
 
 
 def child_ours(data: dict, args, overrides: dict | None = None) -> dict:
@@ -208,7 +222,7 @@ def main() -> int:
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
     data_path = WORK / "data.json"
-    dataset = prepare(data_path)
+    _, dataset = prepare(data_path)
     print(f"data: {dataset}")
     load_before, started = uptime(), datetime.datetime.now(datetime.timezone.utc)
     gemm = peak_gemm(args.threads)
