@@ -164,11 +164,11 @@ def child_book(data: dict, args, bf16: bool = False) -> dict:
     return meter.summary(args.warmup) | {"precision": precision, "val_loss": val_loss(model, data["val"])}
 
 
-def child_hf_group(data: dict, args, bf16: bool = False) -> dict:
+def child_hf_group(data: dict, args, bf16: bool = False, batch: int = BATCH) -> dict:
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     tokenizer = AutoTokenizer.from_pretrained(data["model"])
-    training = TrainingArguments(output_dir=args.work, per_device_train_batch_size=BATCH, learning_rate=LR,
+    training = TrainingArguments(output_dir=args.work, per_device_train_batch_size=batch, learning_rate=LR,
                                  lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps, seed=SEED,
                                  train_sampling_strategy="group_by_length", report_to="none", save_strategy="no",
                                  eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=5, bf16=bf16)
@@ -182,5 +182,6 @@ def child_hf_group(data: dict, args, bf16: bool = False) -> dict:
 
 
 RUNNERS = {"book": child_book, "book_bf16": lambda d, a: child_book(d, a, bf16=True),
-           "hf_group": child_hf_group, "hf_bf16": lambda d, a: child_hf_group(d, a, bf16=True)} | {
+           "hf_group": child_hf_group, "hf_bf16": lambda d, a: child_hf_group(d, a, bf16=True),
+           "hf_bf16_batch16": lambda d, a: child_hf_group(d, a, bf16=True, batch=16)} | {
     name: (lambda d, a, o=options: child_trl(d, a, o)) for name, options in TRL_OPTIONS.items()}

@@ -59,15 +59,17 @@ PARAMS = REPO / "conf" / "base" / "parameters_sft.yml"
 RESULT = REPO / "benchmarks" / "results" / "train_vs_peers.json"
 WORK = Path("/tmp/bench_train")
 TRL_PYTHON = "/tmp/trl-venv/bin/python"
-CONFIGS = ("ours", "ours_book_optimizer", "trl_default", "trl_fp32", "trl_padding_free", "trl_packing", "book",
-           "book_bf16", "hf_group", "hf_bf16")
+CONFIGS = ("ours", "ours_auto", "ours_book_optimizer", "trl_default", "trl_fp32", "trl_padding_free", "trl_packing",
+           "book", "book_bf16", "hf_group", "hf_bf16", "hf_bf16_batch16")
 # the book loop's optimizer settings on our defaults: the val-loss check compares like with like
 BOOK_OPTIMIZER = {"lr_scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.1}
-LABELS = {"ours": "ours (defaults)", "ours_book_optimizer": "ours, the book's optimizer settings",
+LABELS = {"ours": "ours (defaults)", "ours_auto": "ours, batch_size auto (probe time included)",
+          "ours_book_optimizer": "ours, the book's optimizer settings",
           "trl_default": "TRL SFTTrainer defaults", "trl_fp32": "TRL fp32, no packing",
           "trl_padding_free": "TRL padding-free, no grad. ckpt.", "trl_packing": "TRL packing, no grad. ckpt.",
           "book": "book loop (fp32)", "book_bf16": "book loop, bf16 autocast",
-          "hf_group": "HF Trainer, group_by_length (fp32)", "hf_bf16": "HF Trainer, group_by_length, bf16"}
+          "hf_group": "HF Trainer, group_by_length (fp32)", "hf_bf16": "HF Trainer, group_by_length, bf16",
+          "hf_bf16_batch16": "HF Trainer, group_by_length, bf16, micro-batch 16"}
 MARK = "RESULT "
 
 
@@ -162,7 +164,8 @@ def child(args) -> int:
 
     torch.set_num_threads(args.threads)
     data = json.loads(Path(args.data).read_text())
-    runners = RUNNERS | {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER)}
+    runners = RUNNERS | {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER),
+                         "ours_auto": lambda d, a: child_ours(d, a, {"batch_size": "auto"})}
     result = runners[args.child](data, args)
     print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "torch": torch.__version__}, default=str))
     return 0
@@ -180,8 +183,10 @@ def peak_gemm(threads: int) -> dict:
 
 
 def epoch_s(result: dict, trained_per_epoch: int) -> float:
-    """Projected wall seconds for one epoch of the 935 rows: the epoch's trained tokens at the timed rate."""
-    return round(trained_per_epoch / result["trained_tokens_per_s"], 1)
+    """Projected wall seconds for one epoch of the 935 rows: the epoch's trained tokens at the timed rate, plus
+    the batch-size probe where there was one (``batch_size: auto``)."""
+    probe = ((result.get("info") or {}).get("auto_batch") or {}).get("probe_s", 0.0)
+    return round(trained_per_epoch / result["trained_tokens_per_s"] + probe, 1)
 
 
 def table(results: dict, trained_per_epoch: int) -> list[str]:
@@ -261,9 +266,13 @@ def main() -> int:
     print(f"\n{args.steps} optimizer steps each (throughput over steps {args.warmup + 1}..{args.steps}), "
           f"batch {BATCH}, cutoff {CUTOFF}, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC")
     print("\n".join(table(results, dataset["trained_tokens_per_epoch"])))
-    if fastest and ours and "error" not in ours:
-        print(f"\nfastest peer: {LABELS[fastest]}; ours / it: {ratios[fastest]['trained_tokens_per_s']}x trained "
-              f"tokens/s, projected epoch {epochs['ours']} s against {epochs[fastest]} s")
+    against_fastest = {name: {"trained_tokens_per_s": round(r["trained_tokens_per_s"]
+                                                            / peers[fastest]["trained_tokens_per_s"], 2),
+                              "epoch": round(epochs[fastest] / epochs[name], 2)}
+                       for name, r in results.items() if fastest and name.startswith("ours") and "error" not in r}
+    for name, ratio in against_fastest.items():
+        print(f"\nfastest peer: {LABELS[fastest]}; {LABELS[name]} / it: {ratio['trained_tokens_per_s']}x trained "
+              f"tokens/s, projected epoch {epochs[name]} s against {epochs[fastest]} s ({ratio['epoch']}x)")
     print(f"\nratios ours / peer: {json.dumps(ratios)}\nval loss vs the book loop's: {val_vs_book}\nMFU: {mfu}\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
         write_result(RESULT, {
@@ -272,6 +281,7 @@ def main() -> int:
             "learning_rate": LR, "lora": LORA, "threads": args.threads, "load_before": load_before,
             "load_after": load_after, "peak_gemm_tflops": gemm, "ours_mfu": mfu, "results": results,
             "ratios_ours_over_peer": ratios, "val_loss_vs_book": val_vs_book, "fastest_peer": fastest,
+            "ours_over_fastest_peer": against_fastest,
             "projected_epoch_s": epochs,
             "book_optimizer_settings": BOOK_OPTIMIZER})
     return 0

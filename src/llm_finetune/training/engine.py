@@ -42,6 +42,7 @@ from transformers import Trainer
 from llm_finetune.models.precision import compute_context, resolve_precision
 from llm_finetune.models.tuning import half_dtype
 from llm_finetune.training.attention import set_attention, use_training_attention
+from llm_finetune.training.auto_batch import choose_batch_size
 from llm_finetune.training.batching import RepeatedBatches, SeededShuffle, ShuffledLengthGroupedSampler
 from llm_finetune.training.callbacks import (
     EarlyStopping,
@@ -125,6 +126,14 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     model, trainable, total = objective.build_model(settings, precision)
     trainable_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     attention, model_attention = use_training_attention(model, settings.attention, precision)
+    rows, logged_settings, choice = [objective.row(r) for r in train_rows], settings.as_params(), None
+    if settings.batch_size == "auto":
+        if getattr(objective, "sequential", False) or objective.batch_repeats > 1:
+            raise ValueError(f"{settings_key}.batch_size auto: {objective.name} batches are fixed by the method")
+        choice = choose_batch_size(model, objective, rows, settings, precision, settings_key, checkpoint_dir)
+        settings = settings.with_batch(choice["batch_size"], choice["gradient_accumulation_steps"])
+        logged_settings |= {"batch_size_chosen": settings.batch_size,
+                            "gradient_accumulation_steps_chosen": settings.gradient_accumulation_steps}
     throughput = Throughput(objective.flops_per_token(total, settings),
                             peak_gemm_flops(half_dtype(precision), device=next(model.parameters()).device))
     stopping = [EarlyStopping(**settings.early_stopping.model_dump())] if settings.early_stopping else []
@@ -138,10 +147,10 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
         arguments.eval_on_start = settings.eval_before_training and last is None
         trainer = ObjectiveTrainer(
             model=model, args=arguments,
-            train_dataset=_Rows([objective.row(r) for r in train_rows]),
+            train_dataset=_Rows(rows),
             eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
             callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
-                       MlflowSteps(objective.metric_names, {settings_key: settings.as_params()}, **(mlflow_run or {}))],
+                       MlflowSteps(objective.metric_names, {settings_key: logged_settings}, **(mlflow_run or {}))],
             objective=objective, length_grouped=settings.group_by_length)
         if trainer.args.n_gpu > 1:
             raise RuntimeError(f"{trainer.args.n_gpu} GPUs are visible to one process: set "
@@ -169,7 +178,8 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     info = {"objective": objective.name, "method": settings.method, "precision": precision, "attention": attention,
             "trainable_parameters": trainable, "total_parameters": total, "train_runtime_s": round(runtime, 1),
             "global_steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-            "train_rows": len(train_rows), "val_rows": len(val_rows),
+            "train_rows": len(train_rows), "val_rows": len(val_rows), "batch_size": settings.batch_size,
+            "gradient_accumulation_steps": settings.gradient_accumulation_steps, "auto_batch": choice,
             "input_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
             "peak_gemm_tflops": round(throughput.peak_flops / 1e12, 3), "mean_mfu": throughput.mean_mfu(),
             "stopped_early": trainer.state.global_step < trainer.state.max_steps,
@@ -230,11 +240,12 @@ class ObjectiveTrainer(Trainer):
         if getattr(self.objective, "sequential", False):  # batches fixed by the data (KTO's KL partners)
             sampler = SequentialSampler(dataset)
         elif self.length_grouped:
-            # grouped by the global batch: the ranks take consecutive per-device slices of it (accelerate's
-            # batch sharding), so N processes see the batches of one process with N times the batch size
+            # grouped by the rows of an optimiser step: its micro-batches, and the ranks' per-device slices of
+            # each (accelerate's batch sharding), are consecutive; so N processes, or micro-batches of B/k with k
+            # accumulation steps, train on the steps of one process with micro-batches of B
             sampler = ShuffledLengthGroupedSampler([self.objective.length(row) for row in dataset.rows],
-                                                   self.args.per_device_train_batch_size * self.args.world_size,
-                                                   self.args.data_seed)
+                                                   self.args.per_device_train_batch_size * self.args.world_size
+                                                   * self.args.gradient_accumulation_steps, self.args.data_seed)
         elif self.objective.batch_repeats == 1:
             return super()._get_train_sampler(train_dataset)
         else:  # wrapped below: its order must be seeded here, not by the global RNG

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 logger = logging.getLogger(__name__)
 METHODS = ("lora", "qlora", "full", "freeze")
@@ -64,6 +64,26 @@ class EarlyStoppingSettings(_Strict):
     min_delta: float = Field(0.0, ge=0)
 
 
+class AutoBatchSettings(_Strict):
+    """``batch_size: auto``: the micro-batch sizes to try and the limits of the choice
+    (:mod:`llm_finetune.training.auto_batch`)."""
+
+    candidates: list[Annotated[int, Field(ge=1)]] = [4, 8, 16, 32, 64, 128]  # tried smallest first
+    # rows per optimiser step, fixed: micro-batch x accumulation steps, so the choice changes speed, not the training
+    rows_per_step: int | None = Field(None, ge=1)
+    memory_limit_gb: float | None = Field(None, gt=0)  # None: 90% of the GPU's memory, or 80% of the free RAM
+    min_gain: float = Field(0.05, ge=0)  # a larger micro-batch is chosen only when this much faster
+
+    @model_validator(mode="after")
+    def _usable(self):
+        if not self.candidates:
+            raise ValueError("auto_batch.candidates needs at least one micro-batch size")
+        if self.rows_per_step and not [size for size in self.candidates if self.rows_per_step % size == 0]:
+            raise ValueError(f"auto_batch.rows_per_step {self.rows_per_step}: no candidate in {self.candidates} "
+                             "divides it")
+        return self
+
+
 class DistributedSettings(_Strict):
     """``train.distributed``: train in N processes started by a launcher, the train node their driver.
 
@@ -104,7 +124,9 @@ class TrainSettings(_Strict):
     epochs: float = Field(1, gt=0)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
     max_train_rows: int | None = Field(None, ge=1)  # the first N samples (pairs, blocks), before packing; None: all
-    batch_size: int = Field(8, ge=1)  # rows (pairs for rm / dpo) per micro-batch
+    # rows (pairs for rm / dpo) per micro-batch; auto: the fastest under a memory cap, measured (auto_batch)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 8
+    auto_batch: AutoBatchSettings = AutoBatchSettings()
     eval_batch_size: int | None = Field(None, ge=1)  # None: batch_size
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(1.0e-3, ge=0)
@@ -165,9 +187,43 @@ class TrainSettings(_Strict):
             raise ValueError(f"warmup_steps {self.warmup_steps}: a whole number of steps, or a fraction below 1")
         return self
 
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not str(value).strip().isdigit() or int(str(value).strip()) < 1:
+            raise ValueError("a whole number of rows >= 1, or auto")
+        return int(str(value).strip())
+
+    @model_validator(mode="after")
+    def _auto_batch_consistent(self):
+        if self.batch_size != "auto":
+            if self.auto_batch != AutoBatchSettings():
+                raise ValueError(f"auto_batch applies to batch_size: auto (batch_size is {self.batch_size})")
+            return self
+        if self.distributed is not None:
+            raise ValueError("batch_size auto is measured in one process: with distributed, set a number (the "
+                             "batch_size_chosen of a run without distributed, in its train_info and MLflow)")
+        if self.auto_batch.rows_per_step and self.gradient_accumulation_steps != 1:
+            raise ValueError("auto_batch.rows_per_step sets the accumulation steps (rows_per_step / micro-batch): "
+                             "leave gradient_accumulation_steps at 1")
+        return self
+
     @property
     def eval_rows_per_batch(self) -> int:
-        return self.eval_batch_size or self.batch_size
+        return self.eval_batch_size or self.fixed_batch_size("eval_batch_size")
+
+    def fixed_batch_size(self, why: str) -> int:
+        """``batch_size`` where something before training needs the number (``why`` names it in the error)."""
+        if self.batch_size == "auto":
+            raise ValueError(f"batch_size auto is chosen when training starts, and {why} needs a number before: "
+                             "set batch_size (or eval_batch_size) to a number")
+        return self.batch_size
+
+    def with_batch(self, batch_size: int, accumulation: int) -> TrainSettings:
+        """These settings with the micro-batch an auto choice made (and its accumulation steps)."""
+        return self.model_copy(update={"batch_size": batch_size, "gradient_accumulation_steps": accumulation})
 
     @property
     def world_size(self) -> int:
@@ -176,7 +232,7 @@ class TrainSettings(_Strict):
     @property
     def global_batch_size(self) -> int:
         """Rows per micro-batch over all processes: what one process sees with ``batch_size`` x N."""
-        return self.batch_size * self.world_size
+        return self.fixed_batch_size("the global batch") * self.world_size
 
     def as_params(self) -> dict:
         """Plain values, as saved in ``training_params.json`` and hashed into checkpoint keys."""

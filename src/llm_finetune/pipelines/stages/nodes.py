@@ -17,6 +17,9 @@ from llm_finetune.training.objectives.kto import KtoSettings
 from llm_finetune.training.settings import caps_in_effect, train_settings
 
 logger = logging.getLogger(__name__)
+# stages whose batch is part of the method, with why (train.batch_size auto is for the others)
+FIXED_BATCH_STAGES = {"kto": "its batch is the group each row's KL partner comes from",
+                      "grpo": "its batch is the prompts sampled and scored together"}
 STAGE_KINDS = {"rm": "preference", "dpo": "preference", "kto": "labelled", "pt": "text", "grpo": "prompt"}
 # record kinds a stage's data may hold: kto reads labelled conversations (kto_tag) or preference pairs
 ACCEPTED_KINDS = {"preference": ("preference",), "labelled": ("conversation", "preference"), "text": ("text",),
@@ -45,6 +48,9 @@ def stage_preflight(stage: str, dataset_plan: list[dict], model_name: str, model
     if kind != "text":
         settings_from_params(tokenize_params)
     settings = train_settings(stage_params.get("train"), f"{stage}.train")
+    if settings.batch_size == "auto" and stage in FIXED_BATCH_STAGES:
+        raise ValueError(f"{stage}.train.batch_size auto: {FIXED_BATCH_STAGES[stage]}, so it is a setting of the "
+                         "method, not a speed choice; set a number")
     if stage != "pt" and settings.method != "lora":
         raise ValueError(f"{stage}.train.method {settings.method!r}: {stage} trains a LoRA on the start model (its "
                          "adapter disabled is the reference / the base of the score head); use lora")

@@ -46,8 +46,10 @@ def tokenize_split(records: list[dict], base_model: Path, params: dict, train_pa
     packed = pack_rows(rows, params["packing"], settings.cutoff_len)
     stats = token_stats(rows, quarantined) | cap_record | {"packing": params["packing"], "training_rows": len(packed),
                                                            "cache_key": key}
-    # the pad fraction of the batches training will see
-    stats |= padding_stats([len(r["input_ids"]) for r in packed], train.batch_size, settings.cutoff_len)
+    # the pad fraction of the batches training will see (batch_size auto: of its smallest candidate)
+    batch_size = train.batch_size if train.batch_size != "auto" else min(train.auto_batch.candidates)
+    stats |= padding_stats([len(r["input_ids"]) for r in packed], batch_size, settings.cutoff_len)
+    stats["pad_fraction_batch_size"] = batch_size
     logger.info("Tokenized %s", {k: v for k, v in stats.items() if k != "quarantined_by_reason"})
     return store(cache_dir, key, packed, quarantined, stats), quarantined, stats | {"reused": False}
 
