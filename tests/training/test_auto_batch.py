@@ -66,8 +66,17 @@ def test_measure_stops_when_larger_batches_get_slower():
     passes = FakePasses({4: 1.0, 8: 0.6, 16: 0.5, 32: 0.7, 64: 0.5})
     measured, stopped = measure(passes, ROWS, [10] * 64, [4, 8, 16, 32, 64], cap=100 * GB, min_gain=0.05,
                                 grouped=True, seed=0)
-    assert [m["batch_size"] for m in measured] == [4, 8, 16, 32] and "slower" in stopped
+    assert [m["batch_size"] for m in measured] == [4, 8, 16, 32] and "no more than min_gain faster" in stopped
     assert pick(measured, 0.05) == 16 and 64 not in passes.sizes
+    assert passes.sizes == [4, 4, 8, 16, 32]  # the smallest twice: its first pass warms up
+
+
+def test_measure_stops_once_throughput_levels_off():
+    """16 rows are 2% faster than 8: not worth the passes of 32 and 64 (each costs several training steps)."""
+    passes = FakePasses({4: 1.0, 8: 0.5, 16: 0.49, 32: 0.1, 64: 0.1})
+    measured, _ = measure(passes, ROWS, [10] * 64, [4, 8, 16, 32, 64], cap=100 * GB, min_gain=0.05, grouped=True,
+                          seed=0)
+    assert [m["batch_size"] for m in measured] == [4, 8, 16] and pick(measured, 0.05) == 8
 
 
 def test_measure_does_not_run_a_size_projected_over_the_memory_cap():

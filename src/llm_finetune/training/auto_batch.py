@@ -5,11 +5,13 @@ accelerate's ``find_executable_batch_size`` halve the batch after a CUDA out-of-
 memory is seldom the limit and a larger batch is not always faster. On the book's rows, 16 rows per
 micro-batch trained 1.14x faster than 8, 32 no faster than 16 and 64 slower; and a CPU out of memory
 is the kernel killing the process, not an error to catch. So each candidate size, smallest first, runs
-one forward and backward pass (after one untimed warm-up pass) on rows like the ones it will train on
-(of median length when batches are length-grouped, a seeded random draw otherwise), and its peak
-memory is projected to the longest batch by padded tokens. The probe stops at the first size whose
-projected peak is over the cap (it is not run when the last size's projection already says so), or
-when throughput falls ``min_gain`` below the best. The choice is the smallest size within ``min_gain``
+one forward and backward pass (the smallest two, the first of them the warm-up) on rows like the ones
+it will train on (of median length when batches are length-grouped, a seeded random draw otherwise),
+and its peak memory is projected to the longest batch by padded tokens. The probe stops at the first
+size whose projected peak is over the cap (it is not run when the last size's projection already says
+so), or once a size is not ``min_gain`` faster than every smaller one: throughput has levelled off,
+and on a CPU it falls after that (a size that would gain again later is not looked for; each pass of a
+large size costs as much as several training steps). The choice is the smallest size within ``min_gain``
 of the best throughput: fewer rows per step keep more optimiser steps, and the margin keeps timing
 noise from flipping the choice between near-equal sizes. On a GPU the chosen size then runs once on
 the longest rows, and an out-of-memory error there steps down to the next size.
@@ -120,7 +122,6 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
     why the probe stopped."""
     longest = max(lengths)
     base = passes.memory()
-    passes.run(_rows_like_training(rows, lengths, sizes[0], grouped, seed))  # warm-up: kernels, allocator
     measured: list[dict] = []
     for size in sizes:
         if measured:
@@ -130,8 +131,8 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
         sample = _rows_like_training(rows, lengths, size, grouped, seed)
         tokens = sum(passes.objective.length(row) for row in sample)
         padded = len(sample) * max(passes.objective.length(row) for row in sample)
-        try:
-            seconds, peak = min(passes.run(sample) for _ in range(1 if size > sizes[0] else 2))
+        try:  # the smallest size twice: its first pass is the warm-up (kernels, allocator)
+            seconds, peak = min(passes.run(sample) for _ in range(1 if measured else 2))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             measured.append({"batch_size": size, "tokens_per_s": 0.0, "peak_gb": cap / GB, "fits": False})
@@ -142,9 +143,9 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
         measured.append(record)
         if not record["fits"]:
             return measured, f"{size} rows pass the memory cap on the longest rows"
-        best = max(m["tokens_per_s"] for m in measured)
-        if record["tokens_per_s"] < best * (1 - min_gain):
-            return measured, f"{size} rows train slower than the best size"
+        before = max((m["tokens_per_s"] for m in measured[:-1]), default=0.0)
+        if len(measured) > 1 and record["tokens_per_s"] < before * (1 + min_gain):
+            return measured, f"{size} rows train no more than min_gain faster than a smaller size"
     return measured, "every candidate was tried"
 
 
