@@ -114,7 +114,8 @@ def child_trl(data: dict, args, options: dict) -> dict:
     from peft import LoraConfig
 
     settings = {"output_dir": args.work, "max_length": CUTOFF, "per_device_train_batch_size": BATCH,
-                "learning_rate": LR, "lr_scheduler_type": "cosine", "warmup_steps": 10, "max_steps": args.steps,
+                "learning_rate": LR, "lr_scheduler_type": "cosine", "warmup_steps": 10,
+                "max_steps": -1 if args.epoch else args.steps, "num_train_epochs": 1,
                 "seed": SEED, "report_to": "none", "save_strategy": "no", "eval_strategy": "no", "use_cpu": True,
                 "disable_tqdm": True}
     config = trl.SFTConfig(**settings | options)
@@ -143,7 +144,7 @@ def child_book(data: dict, args, bf16: bool = False) -> dict:
     rows, pad = data["train"], 0
     loader = torch.utils.data.DataLoader(rows, batch_size=BATCH, shuffle=True, drop_last=True, collate_fn=lambda b: b)
     meter, step = Meter(), 0
-    while step < args.steps:
+    while step < args.steps or (args.epoch and not step):  # --epoch: one pass over the loader
         for batch in loader:
             width = max(len(r["input_ids"]) for r in batch)
             input_ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in batch])
@@ -169,7 +170,8 @@ def child_hf_group(data: dict, args, bf16: bool = False, batch: int = BATCH) -> 
 
     tokenizer = AutoTokenizer.from_pretrained(data["model"])
     training = TrainingArguments(output_dir=args.work, per_device_train_batch_size=batch, learning_rate=LR,
-                                 lr_scheduler_type="cosine", warmup_steps=10, max_steps=args.steps, seed=SEED,
+                                 lr_scheduler_type="cosine", warmup_steps=10, seed=SEED, num_train_epochs=1,
+                                 max_steps=-1 if args.epoch else args.steps,
                                  train_sampling_strategy="group_by_length", report_to="none", save_strategy="no",
                                  eval_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=5, bf16=bf16)
     meter = Meter()

@@ -68,7 +68,7 @@ def test_measure_stops_when_larger_batches_get_slower():
                                 grouped=True, seed=0)
     assert [m["batch_size"] for m in measured] == [4, 8, 16, 32] and "no more than min_gain faster" in stopped
     assert pick(measured, 0.05) == 16 and 64 not in passes.sizes
-    assert passes.sizes == [4, 4, 8, 16, 32]  # the smallest twice: its first pass warms up
+    assert passes.sizes == [4] * 3 + [8] * 3 + [16] * 3 + [32] * 3  # a warm-up pass at each size, two timed
 
 
 def test_measure_stops_once_throughput_levels_off():

@@ -2,19 +2,23 @@
 
 Why measure rather than take the largest batch that fits (the Trainer's ``auto_find_batch_size`` and
 accelerate's ``find_executable_batch_size`` halve the batch after a CUDA out-of-memory error): on a CPU
-memory is seldom the limit and a larger batch is not always faster. On the book's rows, 16 rows per
-micro-batch trained 1.14x faster than 8, 32 no faster than 16 and 64 slower; and a CPU out of memory
-is the kernel killing the process, not an error to catch. So each candidate size, smallest first, runs
-one forward and backward pass (the smallest two, the first of them the warm-up) on rows like the ones
-it will train on (of median length when batches are length-grouped, a seeded random draw otherwise),
-and its peak memory is projected to the longest batch by padded tokens. The probe stops at the first
-size whose projected peak is over the cap (it is not run when the last size's projection already says
-so), or once a size is not ``min_gain`` faster than every smaller one: throughput has levelled off,
-and on a CPU it falls after that (a size that would gain again later is not looked for; each pass of a
-large size costs as much as several training steps). The choice is the smallest size within ``min_gain``
-of the best throughput: fewer rows per step keep more optimiser steps, and the margin keeps timing
-noise from flipping the choice between near-equal sizes. On a GPU the chosen size then runs once on
-the longest rows, and an out-of-memory error there steps down to the next size.
+memory is seldom the limit and a larger batch is not always faster (on the book's rows, 16 rows per
+micro-batch against 8: 1.14x on one machine, 0.89x-1.15x on another, 32 slower than 16 on both), and
+a CPU out of memory is the kernel killing the process, not an error to catch.
+
+So each candidate size, smallest first, runs three forward and backward passes on rows like the ones
+it will train on (from the median length up when batches are length-grouped, seeded random draws
+otherwise). The first grows the allocator's pools for that size (an untimed first pass at 16 rows ran
+at half the speed of the next); the other two, on other rows, are timed together (one pass alone
+varied by 15% from run to run on a shared machine). Its peak memory is projected to the longest batch
+by padded tokens. The probe stops at the first size whose projected peak is over the cap (not run at
+all when the last size's projection already says so), or once a size is not ``min_gain`` faster than
+every smaller one: throughput has levelled off, and on a CPU it falls after that (a size that would
+gain again later is not looked for; each pass of a large size costs several training steps). The
+choice is the smallest size within ``min_gain`` of the best: fewer rows per step keep more optimiser
+steps, and the margin keeps timing noise from flipping the choice between near-equal sizes. On a GPU
+the chosen size then runs once on the longest rows, and an out-of-memory error there steps down to
+the next size.
 
 ``auto_batch.rows_per_step`` fixes the rows of an optimiser step: only sizes that divide it are tried
 and the accumulation steps make up the rest, so the choice changes the speed and not the training
@@ -107,12 +111,15 @@ class _Pass:
         return seconds, peak
 
 
-def _rows_like_training(rows: list[dict], lengths: list[int], size: int, grouped: bool, seed: int) -> list[dict]:
+def _rows_like_training(rows: list[dict], lengths: list[int], size: int, grouped: bool, seed: int,
+                        draw: int) -> list[dict]:
+    """``size`` rows like a training batch: the ``draw``-th block from the median length up (grouped), or a
+    seeded random draw."""
     if grouped:
         order = sorted(range(len(rows)), key=lambda i: lengths[i])
-        start = max(0, min(len(rows) - size, len(rows) // 2 - size // 2))
+        start = max(0, min(len(rows) - size, len(rows) // 2 - size // 2 + draw * size))
         return [rows[i] for i in order[start:start + size]]
-    picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[:size].tolist()
+    picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + draw))[:size].tolist()
     return [rows[i] for i in picked]
 
 
@@ -128,11 +135,13 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
             last = measured[-1]
             if projected_peak(base, last["peak_gb"] * GB, size / last["batch_size"]) > cap:
                 return measured, f"{size} rows would pass the memory cap"
-        sample = _rows_like_training(rows, lengths, size, grouped, seed)
-        tokens = sum(passes.objective.length(row) for row in sample)
-        padded = len(sample) * max(passes.objective.length(row) for row in sample)
-        try:  # the smallest size twice: its first pass is the warm-up (kernels, allocator)
-            seconds, peak = min(passes.run(sample) for _ in range(1 if measured else 2))
+        warm_up, *timed = (_rows_like_training(rows, lengths, size, grouped, seed, draw) for draw in (0, 1, 2))
+        tokens = sum(passes.objective.length(row) for sample in timed for row in sample)
+        padded = max(len(sample) * max(passes.objective.length(row) for row in sample) for sample in timed)
+        try:  # a first pass at a size grows the allocator's pools; the next two, on other rows, are timed
+            passes.run(warm_up)
+            runs = [passes.run(sample) for sample in timed]
+            seconds, peak = sum(run[0] for run in runs), max(run[1] for run in runs)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             measured.append({"batch_size": size, "tokens_per_s": 0.0, "peak_gb": cap / GB, "fits": False})
