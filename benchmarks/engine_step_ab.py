@@ -11,6 +11,9 @@ of the book's training rows, in our length-grouped order. The changes:
 * ``fused_adamw``: one AdamW step over the 420 LoRA tensors with ``fused=True`` (``train.optimizer:
   adamw_torch_fused``, the default; A: ``adamw_torch``, torch's per-tensor loop on CPU), set against the
   forward + backward of ``--batches`` micro-batches (``step_share``: the part of a step it saves).
+* ``bf16_attention``: the forward + backward of those micro-batches with bf16 attention (``train.attention:
+  sdpa``) against the fp32 attention inside bf16 training that ``auto`` picks on CPU (``sdpa_fp32``), the
+  question being whether fp32 attention is still right on a CPU whose bf16 is fast.
 
 Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
 
@@ -71,6 +74,13 @@ def forward_backward(model, data: list[dict]) -> float:
     return time.perf_counter() - started
 
 
+def attention_pass(model, attention: str, data: list[dict]) -> float:
+    from llm_finetune.training.attention import set_attention
+
+    set_attention(model, attention)
+    return forward_backward(model, data)
+
+
 def optimizer_step(optimizer) -> float:
     started = time.perf_counter()
     optimizer.step()
@@ -116,6 +126,9 @@ def main() -> int:
     for result in results.values():
         step_s = forward_backward_s / len(data_batches) + result["a_median_s"]
         result["step_share"] = round((result["a_median_s"] - result["b_median_s"]) / step_s, 4)
+    results["bf16_attention"] = interleaved(lambda: attention_pass(model, "sdpa_fp32", data_batches),
+                                            lambda: attention_pass(model, "sdpa", data_batches), args.rounds)
+    results["bf16_attention"]["step_share"] = round(1 - 1 / results["bf16_attention"]["speedup"], 4)
     load_after = uptime()
     tokens = sum(int(b["input_ids"].numel()) for b in data_batches)
     print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {BATCH} rows, {tokens} padded tokens; "
