@@ -137,9 +137,21 @@ def test_rows_per_step_keeps_the_training_whatever_the_micro_batch(rows, tiny_mo
         assert got == pytest.approx(expected, rel=1e-4)
 
 
-def test_the_choice_is_kept_in_the_checkpoints_and_read_back_on_resume(rows, tiny_model_dir, tmp_path):
-    first = train(rows, tiny_model_dir, PARAMS | {"batch_size": "auto", "keep_checkpoints": True, "save_steps": 2,
-                                                  "auto_batch": {"candidates": [2, 4]}}, tmp_path)
+def test_the_choice_is_in_mlflow_and_the_checkpoints_and_read_back_on_resume(rows, tiny_model_dir, tmp_path):
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with mlflow.start_run() as run:
+            first = train(rows, tiny_model_dir, PARAMS | {"batch_size": "auto", "keep_checkpoints": True,
+                                                          "save_steps": 2, "auto_batch": {"candidates": [2, 4]}},
+                          tmp_path)
+        params = mlflow.MlflowClient().get_run(run.info.run_id).data.params
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert params["train.batch_size"] == "auto" and params["train.batch_size_chosen"] == str(first.info["batch_size"])
+    assert params["train.auto_batch.candidates"] == "[2, 4]"
     saved = json.loads((tmp_path / CHOICE_FILE).read_text())
     assert saved["batch_size"] == first.info["batch_size"] and not saved["from_checkpoint"]
     (tmp_path / CHOICE_FILE).write_text(json.dumps(saved | {"batch_size": 3}))  # as if the first run had chosen 3
