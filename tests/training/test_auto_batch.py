@@ -181,3 +181,20 @@ def test_settings_errors_name_the_key():
             train_settings(params, "sft.train")
     with pytest.raises(ValueError, match="the global batch needs a number"):
         train_settings({"batch_size": "auto"}).global_batch_size
+
+
+def test_tokenize_reports_padding_at_the_smallest_candidate_under_auto(tiny_model_dir, tmp_path):
+    """The pad fraction is a preview before training chooses: under auto it is that of the smallest candidate,
+    and says which size it is for."""
+    from llm_finetune.models.materialize import prepare_base_model
+    from llm_finetune.pipelines.tokenize.nodes import tokenize_train_split
+
+    folder, _ = prepare_base_model("tiny", {"tiny": {"source": "local", "path": str(tiny_model_dir)}},
+                                   tmp_path / "cache")
+    tokenize = {"template": "alpaca", "cutoff_len": 128, "loss_on": "assistant", "truncation": "truncate_response",
+                "packing": "none"}
+    records = [alpaca_record(f"Say {'owl ' * (i % 6 + 1)}", "owl " * (i % 9 + 1), row=i) for i in range(12)]
+    _, _, auto = tokenize_train_split(records, folder, tokenize, {"batch_size": "auto", "auto_batch":
+                                                                  {"candidates": [8, 2]}}, tmp_path / "a")
+    _, _, fixed = tokenize_train_split(records, folder, tokenize, {"batch_size": 2}, tmp_path / "b")
+    assert auto["pad_fraction_batch_size"] == 2 and auto["pad_fraction"] == fixed["pad_fraction"]
