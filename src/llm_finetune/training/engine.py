@@ -1,7 +1,8 @@
 """The one training engine: :func:`fit` trains any objective (sft, pt, dpo, reward, ...) the same way.
 
 The recipe reads top to bottom: resolve precision and seed -> the objective builds its model ->
-training attention -> fit (seeded length-grouped batches, accumulation, clipping, evaluation,
+training attention -> the micro-batch (measured under ``batch_size: auto``:
+:mod:`llm_finetune.training.auto_batch`) -> fit (seeded length-grouped batches, accumulation, clipping, evaluation,
 early stopping, checkpoints with exact resume, throughput / MFU, MLflow steps) -> the model, its
 loss history and a ``train_info`` record.
 
