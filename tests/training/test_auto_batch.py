@@ -143,7 +143,8 @@ def test_the_choice_is_in_mlflow_and_the_checkpoints_and_read_back_on_resume(row
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run() as run:
+        # an experiment of this store: an earlier test in the process may have left another one active
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("auto_batch")) as run:
             first = train(rows, tiny_model_dir, PARAMS | {"batch_size": "auto", "keep_checkpoints": True,
                                                           "save_steps": 2, "auto_batch": {"candidates": [2, 4]}},
                           tmp_path)
