@@ -111,14 +111,13 @@ class _Pass:
         return seconds, peak
 
 
-def _rows_like_training(rows: list[dict], lengths: list[int], size: int, grouped: bool, seed: int,
+def _rows_like_training(rows: list[dict], by_length: list[int], size: int, grouped: bool, seed: int,
                         draw: int) -> list[dict]:
-    """``size`` rows like a training batch: the ``draw``-th block from the median length up (grouped), or a
-    seeded random draw."""
+    """``size`` rows like a training batch: the ``draw``-th block from the median length up of the row indices
+    ``by_length`` (shortest first; grouped), or a seeded random draw."""
     if grouped:
-        order = sorted(range(len(rows)), key=lambda i: lengths[i])
         start = max(0, min(len(rows) - size, len(rows) // 2 - size // 2 + draw * size))
-        return [rows[i] for i in order[start:start + size]]
+        return [rows[i] for i in by_length[start:start + size]]
     picked = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + draw))[:size].tolist()
     return [rows[i] for i in picked]
 
@@ -127,7 +126,7 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
             grouped: bool, seed: int) -> tuple[list[dict], str]:
     """One record per size tried (``tokens_per_s``, ``peak_gb`` projected to the longest batch, ``fits``) and
     why the probe stopped."""
-    longest = max(lengths)
+    longest, by_length = max(lengths), sorted(range(len(rows)), key=lambda i: lengths[i])
     base = passes.memory()
     measured: list[dict] = []
     for size in sizes:
@@ -135,7 +134,7 @@ def measure(passes: _Pass, rows: list[dict], lengths: list[int], sizes: list[int
             last = measured[-1]
             if projected_peak(base, last["peak_gb"] * GB, size / last["batch_size"]) > cap:
                 return measured, f"{size} rows would pass the memory cap"
-        warm_up, *timed = (_rows_like_training(rows, lengths, size, grouped, seed, draw) for draw in (0, 1, 2))
+        warm_up, *timed = (_rows_like_training(rows, by_length, size, grouped, seed, draw) for draw in (0, 1, 2))
         tokens = sum(passes.objective.length(row) for sample in timed for row in sample)
         padded = max(len(sample) * max(passes.objective.length(row) for row in sample) for sample in timed)
         try:  # a first pass at a size grows the allocator's pools; the next two, on other rows, are timed
