@@ -14,6 +14,10 @@ of the book's training rows, in our length-grouped order. The changes:
 * ``bf16_attention``: the forward + backward of those micro-batches with bf16 attention (``train.attention:
   sdpa``) against the fp32 attention inside bf16 training that ``auto`` picks on CPU (``sdpa_fp32``), the
   question being whether fp32 attention is still right on a CPU whose bf16 is fast.
+* ``compile``: the forward + backward of those micro-batches with the decoder layers compiled (``train.compile:
+  true``, :mod:`llm_finetune.training.compile`) against eager layers; the compilation itself is timed at the
+  first compiled pass, with an empty inductor cache (``compile_s``), then once more from the cache it filled
+  (``compile_warm_s``: a rerun's cost).
 
 Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
 
@@ -81,6 +85,35 @@ def attention_pass(model, attention: str, data: list[dict]) -> float:
     return forward_backward(model, data)
 
 
+def compile_ab(model, data: list[dict], rounds: int) -> dict:
+    """Compiled decoder layers against eager ones, interleaved (a layer's compiled call is set and cleared)."""
+    import tempfile
+
+    import torch
+
+    from llm_finetune.training.compile import decoder_layers
+
+    layers = decoder_layers(model)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        for run in ("compile_s", "compile_warm_s"):
+            torch._dynamo.reset()
+            for layer in layers:
+                layer.compile(dynamic=True)
+            seconds[run] = round(forward_backward(model, data[:1]) - forward_backward(model, data[:1]), 2)
+        compiled = [layer._compiled_call_impl for layer in layers]
+
+        def switched(on: bool) -> float:
+            for layer, call in zip(layers, compiled):
+                layer._compiled_call_impl = call if on else None
+            return forward_backward(model, data)
+
+        result = interleaved(lambda: switched(False), lambda: switched(True), rounds)
+        switched(False)
+    return result | seconds
+
+
 def optimizer_step(optimizer) -> float:
     started = time.perf_counter()
     optimizer.step()
@@ -129,6 +162,8 @@ def main() -> int:
     results["bf16_attention"] = interleaved(lambda: attention_pass(model, "sdpa_fp32", data_batches),
                                             lambda: attention_pass(model, "sdpa", data_batches), args.rounds)
     results["bf16_attention"]["step_share"] = round(1 - 1 / results["bf16_attention"]["speedup"], 4)
+    results["compile"] = compile_ab(model, data_batches, args.rounds)
+    results["compile"]["step_share"] = round(1 - 1 / results["compile"]["speedup"], 4)
     load_after = uptime()
     tokens = sum(int(b["input_ids"].numel()) for b in data_batches)
     print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {BATCH} rows, {tokens} padded tokens; "
@@ -138,6 +173,8 @@ def main() -> int:
     for name, result in results.items():
         print(f"| {name} | {result['a_median_s']} | {result['b_median_s']} | {result['speedup']}x | "
               f"{result['step_share']:.1%} |")
+    print(f"\ncompilation (the first compiled micro-batch less the next one): {results['compile']['compile_s']} s "
+          f"with an empty inductor cache, {results['compile']['compile_warm_s']} s from the cache it filled")
     print(f"\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
         write_result(RESULT, {

@@ -62,7 +62,7 @@ RESULT = REPO / "benchmarks" / "results" / "train_vs_peers.json"
 WORK = Path("/tmp/bench_train")
 TRL_PYTHON = "/tmp/trl-venv/bin/python"
 CONFIGS = ("ours", "ours_auto", "ours_book_optimizer", "trl_default", "trl_fp32", "trl_padding_free", "trl_packing",
-           "book", "book_bf16", "hf_group", "hf_bf16", "hf_bf16_batch16")
+           "book", "book_bf16", "hf_group", "hf_bf16", "hf_bf16_batch16", "ours_compile", "ours_compile_auto")
 # the book loop's optimizer settings on our defaults: the val-loss check compares like with like
 BOOK_OPTIMIZER = {"lr_scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.1}
 LABELS = {"ours": "ours (defaults)", "ours_auto": "ours, batch_size auto (probe time included)",
@@ -71,7 +71,9 @@ LABELS = {"ours": "ours (defaults)", "ours_auto": "ours, batch_size auto (probe 
           "trl_padding_free": "TRL padding-free, no grad. ckpt.", "trl_packing": "TRL packing, no grad. ckpt.",
           "book": "book loop (fp32)", "book_bf16": "book loop, bf16 autocast",
           "hf_group": "HF Trainer, group_by_length (fp32)", "hf_bf16": "HF Trainer, group_by_length, bf16",
-          "hf_bf16_batch16": "HF Trainer, group_by_length, bf16, micro-batch 16"}
+          "hf_bf16_batch16": "HF Trainer, group_by_length, bf16, micro-batch 16",
+          "ours_compile": "ours, compile (its compilation included)",
+          "ours_compile_auto": "ours, compile + batch_size auto (compilation and probe included)"}
 MARK = "RESULT "
 
 
@@ -154,7 +156,9 @@ def run_child(python: str, name: str, data_path: Path, args) -> dict:
         command = [python, __file__, "--child", name, "--data", str(data_path), "--work", work,
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
         command += ["--epoch"] if args.epoch else []
-        env = os.environ | {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": ""}
+        # an empty inductor cache: train.compile's figures include a first compilation, as a new user's run has
+        env = os.environ | {"TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": "",
+                            "TORCHINDUCTOR_CACHE_DIR": str(Path(work) / "inductor")}
         proc = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode or not lines:
@@ -168,7 +172,9 @@ def child(args) -> int:
     torch.set_num_threads(args.threads)
     data = json.loads(Path(args.data).read_text())
     runners = RUNNERS | {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER),
-                         "ours_auto": lambda d, a: child_ours(d, a, {"batch_size": "auto"})}
+                         "ours_auto": lambda d, a: child_ours(d, a, {"batch_size": "auto"}),
+                         "ours_compile": lambda d, a: child_ours(d, a, {"compile": True}),
+                         "ours_compile_auto": lambda d, a: child_ours(d, a, {"compile": True, "batch_size": "auto"})}
     result = runners[args.child](data, args)
     print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "torch": torch.__version__, "epoch": args.epoch},
                             default=str))
@@ -188,11 +194,14 @@ def peak_gemm(threads: int) -> dict:
 
 def epoch_s(result: dict, trained_per_epoch: int) -> float:
     """Wall seconds for one epoch of the 935 rows: measured (``--epoch``), or projected (the epoch's trained
-    tokens at the timed rate), plus the batch-size probe where there was one (``batch_size: auto``)."""
-    probe = ((result.get("info") or {}).get("auto_batch") or {}).get("probe_s", 0.0)
+    tokens at the timed rate, plus under ``train.compile`` the warm-up steps' excess over that rate: the
+    compilation), plus the batch-size probe where there was one (``batch_size: auto``)."""
+    info = result.get("info") or {}
+    probe = (info.get("auto_batch") or {}).get("probe_s", 0.0)
     if result.get("epoch"):
         return round(result["wall_s"] + probe, 1)
-    return round(trained_per_epoch / result["trained_tokens_per_s"] + probe, 1)
+    compiling = result["warmup_s"] - result["warmup_steps"] * result["s_per_step"] if info.get("compiled_layers") else 0
+    return round(trained_per_epoch / result["trained_tokens_per_s"] + probe + compiling, 1)
 
 
 def table(results: dict, trained_per_epoch: int) -> list[str]:

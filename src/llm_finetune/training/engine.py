@@ -1,7 +1,8 @@
 """The one training engine: :func:`fit` trains any objective (sft, pt, dpo, reward, ...) the same way.
 
 The recipe reads top to bottom: resolve precision and seed -> the objective builds its model ->
-training attention -> the micro-batch (measured under ``batch_size: auto``:
+training attention -> the decoder layers compiled (``compile: true``: :mod:`llm_finetune.training.compile`)
+-> the micro-batch (measured under ``batch_size: auto``:
 :mod:`llm_finetune.training.auto_batch`) -> fit (seeded length-grouped batches, accumulation, clipping, evaluation,
 early stopping, checkpoints with exact resume, throughput / MFU, MLflow steps) -> the model, its
 loss history and a ``train_info`` record.
@@ -33,8 +34,10 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch.utils.data import SequentialSampler
@@ -53,6 +56,7 @@ from llm_finetune.training.callbacks import (
     loss_history,
     peak_gemm_flops,
 )
+from llm_finetune.training.compile import compiled_layers, eager
 from llm_finetune.training.objectives import Objective
 from llm_finetune.training.parallel import summed_over_ranks, through_wrapper, unwrap
 from llm_finetune.training.settings import TrainSettings
@@ -120,14 +124,56 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     driver's ``{tracking_uri, run_id}``, which rank 0 logs its steps into; ``clean_up=False``: the
     driver removes the checkpoints once every rank is done)."""
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     precision = resolve_precision(settings.precision)
     set_seed(settings.seed)
     model, trainable, total = objective.build_model(settings, precision)
     trainable_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     attention, model_attention = use_training_attention(model, settings.attention, precision)
-    rows, logged_settings, choice = [objective.row(r) for r in train_rows], settings.as_params(), None
+    rows, logged_settings = [objective.row(r) for r in train_rows], settings.as_params()
+    with compiled_layers(model, settings.compile, settings_key) as compiled:
+        result, trainer, settings, choice, last, trained_state, throughput = _train(
+            objective, model, rows, val_rows, settings, checkpoint_dir, callbacks, settings_key, mlflow_run,
+            precision, total, trainable_names, logged_settings)  # settings: with the micro-batch auto chose
+    if attention != model_attention:
+        set_attention(model, model_attention)
+    if checkpoint_dir and clean_up and not settings.keep_checkpoints:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    history = loss_history(trainer.state.log_history, objective.metric_names)
+    runtime = result.metrics["train_runtime"]
+    info = {"objective": objective.name, "method": settings.method, "precision": precision, "attention": attention,
+            "trainable_parameters": trainable, "total_parameters": total, "train_runtime_s": round(runtime, 1),
+            "global_steps": trainer.state.global_step, "world_size": trainer.args.world_size,
+            "train_rows": len(train_rows), "val_rows": len(val_rows), "batch_size": settings.batch_size,
+            "compiled_layers": compiled,
+            "gradient_accumulation_steps": settings.gradient_accumulation_steps, "auto_batch": choice,
+            "input_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
+            "peak_gemm_tflops": round(throughput.peak_flops / 1e12, 3), "mean_mfu": throughput.mean_mfu(),
+            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+            "resumed_from": Path(last).name if last else None,
+            "final_train_loss": round(result.training_loss, 6),
+            "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 6)}
+    return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows),
+                     trained_state=trained_state, logged_rows=objective.logged_rows())
+
+
+class _Trained(NamedTuple):
+    result: object  # the Trainer's TrainOutput
+    trainer: "ObjectiveTrainer"
+    settings: TrainSettings  # with the micro-batch in effect (auto's choice)
+    choice: dict | None  # auto's record
+    last: str | None  # the checkpoint resumed from
+    trained_state: dict | None
+    throughput: Throughput
+
+
+def _train(objective, model, rows, val_rows, settings, checkpoint_dir, callbacks, settings_key, mlflow_run, precision,
+           total, trainable_names, logged_settings) -> _Trained:
+    """The micro-batch (measured under ``batch_size: auto``), then the Trainer's run (inside the compiled-layers
+    block of :func:`fit_in_process`, so that auto measures the speed the run will have)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    choice = None
     if settings.batch_size == "auto":
         if getattr(objective, "sequential", False) or objective.batch_repeats > 1:
             raise ValueError(f"{settings_key}.batch_size auto: {objective.name} batches are fixed by the method")
@@ -152,7 +198,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
             eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
             callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
                        MlflowSteps(objective.metric_names, {settings_key: logged_settings}, **(mlflow_run or {}))],
-            objective=objective, length_grouped=settings.group_by_length)
+            objective=objective, length_grouped=settings.group_by_length, eager_eval=settings.compile)
         if trainer.args.n_gpu > 1:
             raise RuntimeError(f"{trainer.args.n_gpu} GPUs are visible to one process: set "
                                f"{settings_key}.distributed.processes={trainer.args.n_gpu} to train on all of them "
@@ -170,25 +216,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
         if trainer.args.world_size > 1:  # a collective: every rank takes part, rank 0 gets the full weights
             state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
             trained_state = {name: state[name] for name in trainable_names if state and name in state}
-    if attention != model_attention:
-        set_attention(model, model_attention)
-    if checkpoint_dir and clean_up and not settings.keep_checkpoints:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    history = loss_history(trainer.state.log_history, objective.metric_names)
-    runtime = result.metrics["train_runtime"]
-    info = {"objective": objective.name, "method": settings.method, "precision": precision, "attention": attention,
-            "trainable_parameters": trainable, "total_parameters": total, "train_runtime_s": round(runtime, 1),
-            "global_steps": trainer.state.global_step, "world_size": trainer.args.world_size,
-            "train_rows": len(train_rows), "val_rows": len(val_rows), "batch_size": settings.batch_size,
-            "gradient_accumulation_steps": settings.gradient_accumulation_steps, "auto_batch": choice,
-            "input_tokens_per_s": round(trainer.state.num_input_tokens_seen / runtime, 1) if runtime else None,
-            "peak_gemm_tflops": round(throughput.peak_flops / 1e12, 3), "mean_mfu": throughput.mean_mfu(),
-            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
-            "resumed_from": Path(last).name if last else None,
-            "final_train_loss": round(result.training_loss, 6),
-            "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 6)}
-    return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows),
-                     trained_state=trained_state, logged_rows=objective.logged_rows())
+    return _Trained(result, trainer, settings, choice, last, trained_state, throughput)
 
 
 def training_arguments(settings: TrainSettings, precision: str, output_dir: Path, checkpointing: bool):
@@ -230,9 +258,9 @@ class ObjectiveTrainer(Trainer):
     ``sequential = True`` is read in row order (its batches are fixed by the data).
     """
 
-    def __init__(self, *args, objective: Objective, length_grouped: bool, **kwargs):
+    def __init__(self, *args, objective: Objective, length_grouped: bool, eager_eval: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective, self.length_grouped = objective, length_grouped
+        self.objective, self.length_grouped, self.eager_eval = objective, length_grouped, eager_eval
         self.loss_is_scaled_for_ga = objective.scaled_for_accumulation(self.model)
         self.metric_sums: dict[str, dict[str, tuple[float, int]]] = {"train": {}, "eval": {}}
 
@@ -283,7 +311,7 @@ class ObjectiveTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The objective's loss on an eval batch (objectives need no labels to have a loss)."""
         inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager():
+        with torch.no_grad(), self.compute_loss_context_manager(), eager() if self.eager_eval else nullcontext():
             loss = self.compute_loss(model, inputs)
         return loss.detach().mean(), None, None
 

@@ -32,6 +32,7 @@ OWNED_TRAINER_ARGS = {
     "neftune_noise_alpha": "neftune_noise_alpha", "gradient_checkpointing": "gradient_checkpointing",
     "output_dir": "the stage's checkpoints dataset", "resume_from_checkpoint": "resume",
     "report_to": "MLflow (kedro-mlflow)", "use_cpu": "the device in use",
+    "torch_compile": "compile", "torch_compile_backend": "compile", "torch_compile_mode": "compile",
 }
 
 
@@ -148,6 +149,9 @@ class TrainSettings(_Strict):
     resume: bool = False  # continue an interrupted run from its last checkpoint
     keep_checkpoints: bool = False  # False: remove the checkpoints once training finished
     gradient_checkpointing: bool = False
+    # torch.compile the decoder layers for the training steps (training/compile.py): ~1.2x faster steps on CPU
+    # after a 20-60 s compilation at the first step; pays off on long runs
+    compile: bool = False
     neftune_noise_alpha: float | None = Field(None, gt=0)
     early_stopping: EarlyStoppingSettings | None = None
     lora: LoraSettings = LoraSettings()
@@ -283,6 +287,8 @@ def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
         if importlib.util.find_spec("deepspeed") is None:
             raise ValueError(f"{where}.trainer_args.deepspeed needs the deepspeed package (pip install deepspeed), "
                              "on the machines that train")
+    if settings.compile:
+        _check_compile(settings, where)
     if settings.method == "qlora":
         from llm_finetune.models.tuning import qlora_problems
 
@@ -291,6 +297,22 @@ def train_settings(params: dict | None, where: str = "train") -> TrainSettings:
             raise ValueError(f"{where}.method qlora trains LoRA on a 4-bit base and needs CUDA and bitsandbytes: "
                              + "; ".join(problems) + f". Use {where}.method: lora on this machine.")
     return settings
+
+
+def _check_compile(settings: TrainSettings, where: str) -> None:
+    import torch
+
+    from llm_finetune.training.compile import compile_problems
+
+    if settings.gradient_checkpointing:  # transformers' checkpointed layers: Dynamo breaks the graph, runs eager
+        raise ValueError(f"{where}.compile with {where}.gradient_checkpointing: the checkpointed decoder layers "
+                         "cannot be compiled (torch.compile falls back to eager for each of them); set one of the two "
+                         "to false")
+
+    problems = compile_problems("cuda" if torch.cuda.is_available() else "cpu")
+    if problems:
+        raise ValueError(f"{where}.compile: torch.compile needs {' and '.join(problems)}; or set "
+                         f"{where}.compile: false")
 
 
 def _check_flash_attention(settings: TrainSettings, where: str) -> None:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
+from llm_finetune.training.compile import eager
 from llm_finetune.training.numerics import trained_logits
 from llm_finetune.training.objectives import Objective
 
@@ -219,7 +220,7 @@ class GrpoObjective(Objective):
         decoding = Decoding(max_new_tokens=settings.max_completion_length, do_sample=True,
                             temperature=settings.temperature, seed=seed)
         prompts = [list(row["prompt_ids"]) for row in rows]
-        with compute_context(model, self.precision):
+        with compute_context(model, self.precision), eager():  # train.compile: sampling runs eager (KV-cache steps)
             completions, _ = generate_token_ids(model, self.tokenizer, prompts, len(prompts), decoding, self.end_ids,
                                                 progress=False)
         texts = completion_texts(self.tokenizer, completions, self.end_ids)
