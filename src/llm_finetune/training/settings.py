@@ -150,7 +150,7 @@ class TrainSettings(_Strict):
     keep_checkpoints: bool = False  # False: remove the checkpoints once training finished
     gradient_checkpointing: bool = False
     # torch.compile the decoder layers for the training steps (training/compile.py): ~1.2x faster steps on CPU
-    # after a 20-60 s compilation at the first step; pays off on long runs
+    # after a compilation at the first step (~45 s on 2 cores, seconds from a warm cache); pays off on long runs
     compile: bool = False
     neftune_noise_alpha: float | None = Field(None, gt=0)
     early_stopping: EarlyStoppingSettings | None = None
