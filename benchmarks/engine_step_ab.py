@@ -15,9 +15,9 @@ of the book's training rows, in our length-grouped order. The changes:
   sdpa``) against the fp32 attention inside bf16 training that ``auto`` picks on CPU (``sdpa_fp32``), the
   question being whether fp32 attention is still right on a CPU whose bf16 is fast.
 * ``compile``: the forward + backward of those micro-batches with the decoder layers compiled (``train.compile:
-  true``, :mod:`llm_finetune.training.compile`) against eager layers; the compilation itself is timed at the
-  first compiled pass, with an empty inductor cache (``compile_s``), then once more from the cache it filled
-  (``compile_warm_s``: a rerun's cost).
+  true``, :mod:`llm_finetune.training.compile`) against the same layers run eager (the engine's ``eager()``, as
+  its evaluation batches run); the compilation itself is timed at the first compiled pass, with an empty
+  inductor cache (``compile_s``), then once more from the cache it filled (``compile_warm_s``: a rerun's cost).
 
 Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
 
@@ -86,31 +86,26 @@ def attention_pass(model, attention: str, data: list[dict]) -> float:
 
 
 def compile_ab(model, data: list[dict], rounds: int) -> dict:
-    """Compiled decoder layers against eager ones, interleaved (a layer's compiled call is set and cleared)."""
+    """Compiled decoder layers (the engine's ``compiled_layers``) against the same layers run eager, interleaved."""
     import tempfile
 
     import torch
 
-    from llm_finetune.training.compile import decoder_layers
+    from llm_finetune.training.compile import compiled_layers, eager
 
-    layers = decoder_layers(model)
+    def eager_pass() -> float:
+        with eager():
+            return forward_backward(model, data)
+
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="inductor-cache-") as cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
         for run in ("compile_s", "compile_warm_s"):
             torch._dynamo.reset()
-            for layer in layers:
-                layer.compile(dynamic=True)
-            seconds[run] = round(forward_backward(model, data[:1]) - forward_backward(model, data[:1]), 2)
-        compiled = [layer._compiled_call_impl for layer in layers]
-
-        def switched(on: bool) -> float:
-            for layer, call in zip(layers, compiled):
-                layer._compiled_call_impl = call if on else None
-            return forward_backward(model, data)
-
-        result = interleaved(lambda: switched(False), lambda: switched(True), rounds)
-        switched(False)
+            with compiled_layers(model, True):
+                seconds[run] = round(forward_backward(model, data[:1]) - forward_backward(model, data[:1]), 2)
+        with compiled_layers(model, True):
+            result = interleaved(eager_pass, lambda: forward_backward(model, data), rounds)
     return result | seconds
 
 

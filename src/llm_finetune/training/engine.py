@@ -34,10 +34,8 @@ import logging
 import os
 import shutil
 import tempfile
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch.utils.data import SequentialSampler
@@ -124,17 +122,58 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     driver's ``{tracking_uri, run_id}``, which rank 0 logs its steps into; ``clean_up=False``: the
     driver removes the checkpoints once every rank is done)."""
     from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
 
     precision = resolve_precision(settings.precision)
     set_seed(settings.seed)
     model, trainable, total = objective.build_model(settings, precision)
     trainable_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
     attention, model_attention = use_training_attention(model, settings.attention, precision)
-    rows, logged_settings = [objective.row(r) for r in train_rows], settings.as_params()
-    with compiled_layers(model, settings.compile, settings_key) as compiled:
-        result, trainer, settings, choice, last, trained_state, throughput = _train(
-            objective, model, rows, val_rows, settings, checkpoint_dir, callbacks, settings_key, mlflow_run,
-            precision, total, trainable_names, logged_settings)  # settings: with the micro-batch auto chose
+    rows, logged_settings, choice = [objective.row(r) for r in train_rows], settings.as_params(), None
+    with (compiled_layers(model, settings.compile, settings_key) as compiled,
+          tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch):
+        # auto measures inside the block: the speed of the (compiled) layers the run will have
+        if settings.batch_size == "auto":
+            if getattr(objective, "sequential", False) or objective.batch_repeats > 1:
+                raise ValueError(f"{settings_key}.batch_size auto: {objective.name} batches are fixed by the method")
+            choice = choose_batch_size(model, objective, rows, settings, precision, settings_key, checkpoint_dir)
+            settings = settings.with_batch(choice["batch_size"], choice["gradient_accumulation_steps"])
+            logged_settings |= {"batch_size_chosen": settings.batch_size,
+                                "gradient_accumulation_steps_chosen": settings.gradient_accumulation_steps}
+        throughput = Throughput(objective.flops_per_token(total, settings),
+                                peak_gemm_flops(half_dtype(precision), device=next(model.parameters()).device))
+        stopping = [EarlyStopping(**settings.early_stopping.model_dump())] if settings.early_stopping else []
+        output_dir = Path(checkpoint_dir) if checkpoint_dir else Path(scratch)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        last = get_last_checkpoint(str(output_dir)) if settings.resume and checkpoint_dir else None
+        arguments = training_arguments(settings, precision, output_dir, checkpoint_dir is not None)
+        # the untrained model's val row: evaluated by the Trainer once the model is wrapped (an evaluate()
+        # before train() would leave DDP unwrapped), and restored from the checkpoint on resume
+        arguments.eval_on_start = settings.eval_before_training and last is None
+        trainer = ObjectiveTrainer(
+            model=model, args=arguments,
+            train_dataset=_Rows(rows),
+            eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
+            callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
+                       MlflowSteps(objective.metric_names, {settings_key: logged_settings}, **(mlflow_run or {}))],
+            objective=objective, length_grouped=settings.group_by_length)
+        if trainer.args.n_gpu > 1:
+            raise RuntimeError(f"{trainer.args.n_gpu} GPUs are visible to one process: set "
+                               f"{settings_key}.distributed.processes={trainer.args.n_gpu} to train on all of them "
+                               "(or CUDA_VISIBLE_DEVICES=0 for one)")
+        if last:
+            logger.info("Resuming training from %s", last)
+            LoggedRowsInCheckpoints.restore(objective, last)
+        elif settings.resume:
+            logger.info("train.resume is set but %s holds no checkpoint: starting from step 0", output_dir)
+        with compute_context(model, precision, autocast=False):  # the Trainer autocasts in compute_loss
+            result = trainer.train(resume_from_checkpoint=last)
+            if trainer.state.global_step % settings.eval_steps:
+                trainer.evaluate()
+        trained_state = None
+        if trainer.args.world_size > 1:  # a collective: every rank takes part, rank 0 gets the full weights
+            state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+            trained_state = {name: state[name] for name in trainable_names if state and name in state}
     if attention != model_attention:
         set_attention(model, model_attention)
     if checkpoint_dir and clean_up and not settings.keep_checkpoints:
@@ -155,68 +194,6 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
             "final_val_loss": round(next(r["loss"] for r in reversed(history) if r["split"] == "val"), 6)}
     return FitResult(model=model, history=history, info=info | objective.summary(history, train_rows),
                      trained_state=trained_state, logged_rows=objective.logged_rows())
-
-
-class _Trained(NamedTuple):
-    result: object  # the Trainer's TrainOutput
-    trainer: "ObjectiveTrainer"
-    settings: TrainSettings  # with the micro-batch in effect (auto's choice)
-    choice: dict | None  # auto's record
-    last: str | None  # the checkpoint resumed from
-    trained_state: dict | None
-    throughput: Throughput
-
-
-def _train(objective, model, rows, val_rows, settings, checkpoint_dir, callbacks, settings_key, mlflow_run, precision,
-           total, trainable_names, logged_settings) -> _Trained:
-    """The micro-batch (measured under ``batch_size: auto``), then the Trainer's run (inside the compiled-layers
-    block of :func:`fit_in_process`, so that auto measures the speed the run will have)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    choice = None
-    if settings.batch_size == "auto":
-        if getattr(objective, "sequential", False) or objective.batch_repeats > 1:
-            raise ValueError(f"{settings_key}.batch_size auto: {objective.name} batches are fixed by the method")
-        choice = choose_batch_size(model, objective, rows, settings, precision, settings_key, checkpoint_dir)
-        settings = settings.with_batch(choice["batch_size"], choice["gradient_accumulation_steps"])
-        logged_settings |= {"batch_size_chosen": settings.batch_size,
-                            "gradient_accumulation_steps_chosen": settings.gradient_accumulation_steps}
-    throughput = Throughput(objective.flops_per_token(total, settings),
-                            peak_gemm_flops(half_dtype(precision), device=next(model.parameters()).device))
-    stopping = [EarlyStopping(**settings.early_stopping.model_dump())] if settings.early_stopping else []
-    with tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch:
-        output_dir = Path(checkpoint_dir) if checkpoint_dir else Path(scratch)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        last = get_last_checkpoint(str(output_dir)) if settings.resume and checkpoint_dir else None
-        arguments = training_arguments(settings, precision, output_dir, checkpoint_dir is not None)
-        # the untrained model's val row: evaluated by the Trainer once the model is wrapped (an evaluate()
-        # before train() would leave DDP unwrapped), and restored from the checkpoint on resume
-        arguments.eval_on_start = settings.eval_before_training and last is None
-        trainer = ObjectiveTrainer(
-            model=model, args=arguments,
-            train_dataset=_Rows(rows),
-            eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
-            callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
-                       MlflowSteps(objective.metric_names, {settings_key: logged_settings}, **(mlflow_run or {}))],
-            objective=objective, length_grouped=settings.group_by_length, eager_eval=settings.compile)
-        if trainer.args.n_gpu > 1:
-            raise RuntimeError(f"{trainer.args.n_gpu} GPUs are visible to one process: set "
-                               f"{settings_key}.distributed.processes={trainer.args.n_gpu} to train on all of them "
-                               "(or CUDA_VISIBLE_DEVICES=0 for one)")
-        if last:
-            logger.info("Resuming training from %s", last)
-            LoggedRowsInCheckpoints.restore(objective, last)
-        elif settings.resume:
-            logger.info("train.resume is set but %s holds no checkpoint: starting from step 0", output_dir)
-        with compute_context(model, precision, autocast=False):  # the Trainer autocasts in compute_loss
-            result = trainer.train(resume_from_checkpoint=last)
-            if trainer.state.global_step % settings.eval_steps:
-                trainer.evaluate()
-        trained_state = None
-        if trainer.args.world_size > 1:  # a collective: every rank takes part, rank 0 gets the full weights
-            state = trainer.accelerator.get_state_dict(trainer.model_wrapped)
-            trained_state = {name: state[name] for name in trainable_names if state and name in state}
-    return _Trained(result, trainer, settings, choice, last, trained_state, throughput)
 
 
 def training_arguments(settings: TrainSettings, precision: str, output_dir: Path, checkpointing: bool):
@@ -258,9 +235,9 @@ class ObjectiveTrainer(Trainer):
     ``sequential = True`` is read in row order (its batches are fixed by the data).
     """
 
-    def __init__(self, *args, objective: Objective, length_grouped: bool, eager_eval: bool = False, **kwargs):
+    def __init__(self, *args, objective: Objective, length_grouped: bool, **kwargs):
         super().__init__(*args, **kwargs)
-        self.objective, self.length_grouped, self.eager_eval = objective, length_grouped, eager_eval
+        self.objective, self.length_grouped = objective, length_grouped
         self.loss_is_scaled_for_ga = objective.scaled_for_accumulation(self.model)
         self.metric_sums: dict[str, dict[str, tuple[float, int]]] = {"train": {}, "eval": {}}
 
@@ -309,9 +286,10 @@ class ObjectiveTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """The objective's loss on an eval batch (objectives need no labels to have a loss)."""
+        """The objective's loss on an eval batch (objectives need no labels to have a loss), eager under
+        ``train.compile`` (a graph without gradients would be a second compilation for a few batches)."""
         inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(), self.compute_loss_context_manager(), eager() if self.eager_eval else nullcontext():
+        with torch.no_grad(), self.compute_loss_context_manager(), eager():
             loss = self.compute_loss(model, inputs)
         return loss.detach().mean(), None, None
 
