@@ -18,6 +18,9 @@ of the book's training rows, in our length-grouped order. The changes:
   true``, :mod:`llm_finetune.training.compile`) against the same layers run eager (the engine's ``eager()``, as
   its evaluation batches run); the compilation itself is timed at the first compiled pass, with an empty
   inductor cache (``compile_s``), then once more from the cache it filled (``compile_warm_s``: a rerun's cost).
+* ``compiled_attention``: with the layers compiled, the forward + backward with transformers' matmul attention
+  (``eager``: bf16 matmuls around an fp32 softmax, which inductor fuses into the layer; what ``attention: auto``
+  picks under ``compile`` for rows of up to 128 tokens) against ``sdpa_fp32``'s flash kernel.
 
 Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
 
@@ -85,12 +88,14 @@ def attention_pass(model, attention: str, data: list[dict]) -> float:
     return forward_backward(model, data)
 
 
-def compile_ab(model, data: list[dict], rounds: int) -> dict:
-    """Compiled decoder layers (the engine's ``compiled_layers``) against the same layers run eager, interleaved."""
+def compile_ab(model, data: list[dict], rounds: int) -> tuple[dict, dict]:
+    """Compiled decoder layers (the engine's ``compiled_layers``) against the same layers run eager, interleaved;
+    then, with the layers compiled, matmul attention (``eager``) against ``sdpa_fp32``."""
     import tempfile
 
     import torch
 
+    from llm_finetune.training.attention import set_attention
     from llm_finetune.training.compile import compiled_layers, eager
 
     def eager_pass() -> float:
@@ -106,7 +111,11 @@ def compile_ab(model, data: list[dict], rounds: int) -> dict:
                 seconds[run] = round(forward_backward(model, data[:1]) - forward_backward(model, data[:1]), 2)
         with compiled_layers(model, True):
             result = interleaved(eager_pass, lambda: forward_backward(model, data), rounds)
-    return result | seconds
+            # what attention: auto picks under compiled layers on short rows; its graph compiles in the warm-up
+            attention = interleaved(lambda: attention_pass(model, "sdpa_fp32", data),
+                                    lambda: attention_pass(model, "eager", data), rounds)
+            set_attention(model, "sdpa_fp32")
+    return result | seconds, attention
 
 
 def optimizer_step(optimizer) -> float:
@@ -157,8 +166,9 @@ def main() -> int:
     results["bf16_attention"] = interleaved(lambda: attention_pass(model, "sdpa_fp32", data_batches),
                                             lambda: attention_pass(model, "sdpa", data_batches), args.rounds)
     results["bf16_attention"]["step_share"] = round(1 - 1 / results["bf16_attention"]["speedup"], 4)
-    results["compile"] = compile_ab(model, data_batches, args.rounds)
-    results["compile"]["step_share"] = round(1 - 1 / results["compile"]["speedup"], 4)
+    results["compile"], results["compiled_attention"] = compile_ab(model, data_batches, args.rounds)
+    for name in ("compile", "compiled_attention"):
+        results[name]["step_share"] = round(1 - 1 / results[name]["speedup"], 4)
     load_after = uptime()
     tokens = sum(int(b["input_ids"].numel()) for b in data_batches)
     print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {BATCH} rows, {tokens} padded tokens; "

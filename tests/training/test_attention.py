@@ -4,7 +4,13 @@ import torch
 from transformers import LlamaForCausalLM
 
 from llm_finetune.tokens.packing import PadCollator, pack_rows
-from llm_finetune.training.attention import SDPA_FP32, training_attention, use_training_attention
+from llm_finetune.training.attention import (
+    COMPILED_MATMUL_ATTENTION_MAX_TOKENS,
+    SDPA_FP32,
+    attention_key,
+    training_attention,
+    use_training_attention,
+)
 from tests.training.test_numerics import rows
 
 
@@ -14,6 +20,19 @@ def test_auto_picks_fp32_attention_only_for_bf16_sdpa_on_cpu():
     assert training_attention("auto", "sdpa", "bf16", "cuda") == "sdpa"
     assert training_attention("auto", "eager", "bf16", "cpu") == "eager"
     assert training_attention("eager", "sdpa", "bf16", "cpu") == "eager"
+
+
+def test_auto_picks_matmul_attention_for_compiled_layers_on_short_rows_only():
+    short, long = COMPILED_MATMUL_ATTENTION_MAX_TOKENS, COMPILED_MATMUL_ATTENTION_MAX_TOKENS + 1
+    assert training_attention("auto", "sdpa", "bf16", "cpu", compiled=True, longest=short) == "eager"
+    assert training_attention("auto", "sdpa", "bf16", "cpu", compiled=True, longest=long) == SDPA_FP32
+    assert training_attention("auto", "sdpa", "bf16", "cpu", compiled=True, longest=None) == SDPA_FP32
+    assert training_attention("auto", "sdpa", "bf16", "cpu", compiled=False, longest=short) == SDPA_FP32
+    assert training_attention("auto", "sdpa", "bf16", "cuda", compiled=True, longest=short) == "sdpa"
+    assert training_attention("auto", "sdpa", "fp32", "cpu", compiled=True, longest=short) == "sdpa"
+    assert training_attention("sdpa_fp32", "sdpa", "bf16", "cpu", compiled=True, longest=short) == SDPA_FP32
+    # caches of reference log-probs tell the two apart; keys of uncompiled runs are as before
+    assert attention_key("auto", False) == "auto" != attention_key("auto", True)
 
 
 def test_fp32_attention_matches_sdpa_for_padded_and_packed_batches(tiny_model_dir):

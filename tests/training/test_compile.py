@@ -1,6 +1,6 @@
 """``train.compile``: the decoder layers compiled for the training steps train the same model as eager mode (to
-rounding), reproduce exactly run to run, and are eager again after training; what compile needs fails in
-preflight."""
+rounding), reproduce exactly run to run (bf16 on short rows with the matmul attention ``auto`` picks for them),
+and are eager again after training; what compile needs fails in preflight."""
 
 from __future__ import annotations
 
@@ -53,15 +53,26 @@ def test_compiled_layers_train_the_eager_model_reproducibly_and_are_eager_afterw
     for name, weight in weights(eager_run).items():
         torch.testing.assert_close(weights(compiled)[name], weight, rtol=1e-3, atol=1e-5)
 
-    again = train(rows, tiny_model_dir, PARAMS | {"compile": True})
-    assert again.history == compiled.history
-    for name, weight in weights(compiled).items():
-        assert torch.equal(weights(again)[name], weight), name
-
     graphs = counters["stats"]["unique_graphs"]
     with torch.no_grad():  # a new grad mode would compile a new graph if the layers were still compiled
         compiled.model(input_ids=torch.tensor([rows["val"][0]["input_ids"]]))
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_bf16_training_on_short_rows_takes_matmul_attention_and_reproduces_exactly(rows, tiny_model_dir):
+    """bf16 on CPU, rows far below the bound: ``attention: auto`` picks the matmul attention inductor fuses;
+    two runs give the same bits, and the model is back on its own attention afterwards."""
+    bf16 = PARAMS | {"precision": "bf16", "compile": True}
+    first, again = train(rows, tiny_model_dir, bf16), train(rows, tiny_model_dir, bf16)
+    assert first.info["attention"] == "eager" and first.info["compiled_layers"] >= 2
+    assert first.model.get_base_model().config._attn_implementation == "sdpa"
+    assert again.history == first.history
+    for name, weight in weights(first).items():
+        assert torch.equal(weights(again)[name], weight), name
+    eager_run = train(rows, tiny_model_dir, PARAMS | {"precision": "bf16"})
+    assert eager_run.info["attention"] == "sdpa_fp32"
+    for got, expected in zip(first.history, eager_run.history):
+        assert got["loss"] == pytest.approx(expected["loss"], rel=2e-2)
 
 
 def test_what_compile_needs_fails_in_preflight(monkeypatch):

@@ -7,6 +7,8 @@ and with ``dynamic=True`` that graph serves every batch shape: length-grouped ba
 not recompile. Inside a layer the compiler fuses what eager mode runs op by op (RMSNorm, rotary
 embeddings, SiLU x up, residual adds, LoRA's scale and add, dtype casts) and drops the Python between
 them; the matrix multiplications stay the same kernels.
+On short rows ``attention: auto`` then trains with transformers' matmul attention, which inductor fuses
+into the layer too, instead of the flash kernel (:mod:`llm_finetune.training.attention`).
 
 Why not the Trainer's ``torch_compile``: it compiles ``model.forward``, which our objectives do not call
 (they call the decoder and compute the loss on the trained positions only), and it compiles per shape.

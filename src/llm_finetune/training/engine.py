@@ -128,8 +128,10 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     set_seed(settings.seed)
     model, trainable, total = objective.build_model(settings, precision)
     trainable_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
-    attention, model_attention = use_training_attention(model, settings.attention, precision)
     rows, logged_settings, choice = [objective.row(r) for r in train_rows], settings.as_params(), None
+    eval_rows = [objective.row(r) for r in val_rows]
+    attention, model_attention = use_training_attention(model, settings.attention, precision, settings.compile,
+                                                        objective.longest_sequence(rows + eval_rows))
     with (compiled_layers(model, settings.compile, settings_key) as compiled,
           tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch):
         # auto measures inside the block: the speed of the (compiled) layers the run will have
@@ -153,7 +155,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
         trainer = ObjectiveTrainer(
             model=model, args=arguments,
             train_dataset=_Rows(rows),
-            eval_dataset=_Rows([objective.row(r) for r in val_rows]), data_collator=objective.collate,
+            eval_dataset=_Rows(eval_rows), data_collator=objective.collate,
             callbacks=[throughput, *stopping, LoggedRowsInCheckpoints(objective), *callbacks,
                        MlflowSteps(objective.metric_names, {settings_key: logged_settings}, **(mlflow_run or {}))],
             objective=objective, length_grouped=settings.group_by_length)

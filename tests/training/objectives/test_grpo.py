@@ -157,3 +157,10 @@ def test_a_killed_grpo_run_resumes_to_the_same_rewards_weights_and_completions(t
     for name, parameter in resumed.model.named_parameters():
         if parameter.requires_grad:
             assert torch.equal(parameter, trained[name]), name
+
+
+def test_the_longest_sequence_counts_the_completion_sampled_after_the_prompt(tiny_model_dir, tiny_tokenizer, prompts):
+    """What the training attention's choice reads: a prompt plus the longest completion it may get."""
+    objective = _objective(tiny_model_dir, tiny_tokenizer, max_completion_length=200)
+    longest_prompt = max(len(row["prompt_ids"]) for row in prompts)
+    assert objective.longest_sequence(prompts) == longest_prompt + 200

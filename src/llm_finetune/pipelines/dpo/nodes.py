@@ -17,7 +17,9 @@ from llm_finetune.models.adapters import stacked_adapter
 from llm_finetune.models.loading import load_scoring_model, load_tokenizer
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
+from llm_finetune.tokens.pairs import pair_length
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template
+from llm_finetune.training.attention import attention_key
 from llm_finetune.training.objectives.dpo import (
     PAIR_KEYS,
     LossSettings,
@@ -49,7 +51,7 @@ def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_inf
                   settings: TrainSettings, precision: str) -> str:
     """What the reference log-probs depend on: pairs, base model, starting adapter, numerics."""
     return shared_reference_key({"format": FORMAT_VERSION, "pairs": rows_digest([train_pairs, val_pairs], PAIR_KEYS)},
-                                base_model_info, start_adapter, settings.attention, precision)
+                                base_model_info, start_adapter, attention_key(settings.attention, settings.compile), precision)
 
 
 def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, base_model_info: dict,
@@ -80,7 +82,9 @@ def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: 
 
     def compute() -> dict:
         model = build_policy(base_model, start_adapter, settings.lora.model_dump(), precision)
-        use_training_attention(model, settings.attention, precision)  # the numerics training will see
+        # the numerics training will see
+        use_training_attention(model, settings.attention, precision, settings.compile,
+                               max((pair_length(row) for row in train_pairs + val_pairs), default=0))
         pad = load_tokenizer(base_model).pad_token_id
         splits = {name: pair_logps(model, pairs, pad, precision, params["reference_batch_size"], reference=True)
                   for name, pairs in (("train", train_pairs), ("val", val_pairs))}

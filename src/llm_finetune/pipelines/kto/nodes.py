@@ -18,8 +18,9 @@ from llm_finetune.models.adapters import stacked_adapter
 from llm_finetune.models.loading import load_scoring_model, load_tokenizer
 from llm_finetune.models.precision import resolve_precision
 from llm_finetune.provenance import checkpoint_key, file_digest, package_versions, rows_digest
-from llm_finetune.tokens.labelled import ROW_KEYS, with_kl_partners
+from llm_finetune.tokens.labelled import ROW_KEYS, labelled_length, with_kl_partners
 from llm_finetune.tokens.settings import TEMPLATE_FILE, saved_template
+from llm_finetune.training.attention import attention_key
 from llm_finetune.training.objectives.dpo import build_policy
 from llm_finetune.training.objectives.kto import KtoObjective, KtoSettings, labelled_logps, labelled_report
 from llm_finetune.training.reference import ADAPTER_FILES, cached_reference, check_start_adapter, reference_key
@@ -46,7 +47,7 @@ def training_rows(train_rows: list[dict], val_rows: list[dict], settings: TrainS
 def _key(train: list[dict], val: list[dict], base_model_info: dict, start_adapter: Path | None,
          settings: TrainSettings, precision: str) -> str:
     return reference_key({"format": FORMAT_VERSION, "rows": rows_digest([train, val], ROW_KEYS)}, base_model_info,
-                         start_adapter, settings.attention, precision)
+                         start_adapter, attention_key(settings.attention, settings.compile), precision)
 
 
 def reference_logps(train_rows: list[dict], val_rows: list[dict], base_model: Path, base_model_info: dict,
@@ -69,7 +70,9 @@ def reference_logps(train_rows: list[dict], val_rows: list[dict], base_model: Pa
 
     def compute() -> dict:
         model = build_policy(base_model, start_adapter, settings.lora.model_dump(), precision)
-        use_training_attention(model, settings.attention, precision)  # the numerics training will see
+        # the numerics training will see
+        use_training_attention(model, settings.attention, precision, settings.compile,
+                               max((labelled_length(row) for row in train + val), default=0))
         pad = load_tokenizer(base_model).pad_token_id
         splits = {name: labelled_logps(model, rows, pad, precision, params["reference_batch_size"], reference=True)
                   for name, rows in (("train", train), ("val", val))}

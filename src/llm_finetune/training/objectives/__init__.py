@@ -37,6 +37,11 @@ class Objective:
         """Tokens in a row, for length-grouped batches."""
         raise NotImplementedError
 
+    def longest_sequence(self, rows: list[dict]) -> int:
+        """Tokens of the longest sequence the model sees in a batch of these rows (the training attention's
+        choice depends on it); an objective that lengthens its rows in :meth:`prepare` adds that much."""
+        return max((self.length(row) for row in rows), default=0)
+
     def collate(self, rows: list[dict]) -> dict:
         raise NotImplementedError
 

@@ -185,6 +185,10 @@ class GrpoObjective(Objective):
     def length(self, row: dict) -> int:
         return len(row["prompt_ids"])
 
+    def longest_sequence(self, rows: list[dict]) -> int:
+        """A prompt and the longest completion it may be given."""
+        return super().longest_sequence(rows) + self.settings.max_completion_length
+
     def collate(self, rows: list[dict]) -> dict:
         """The prompt rows as they are (completions are sampled in :meth:`prepare`) and their padded ids, which
         the Trainer counts as the tokens seen."""
