@@ -51,7 +51,8 @@ def reference_key(train_pairs: list[dict], val_pairs: list[dict], base_model_inf
                   settings: TrainSettings, precision: str) -> str:
     """What the reference log-probs depend on: pairs, base model, starting adapter, numerics."""
     return shared_reference_key({"format": FORMAT_VERSION, "pairs": rows_digest([train_pairs, val_pairs], PAIR_KEYS)},
-                                base_model_info, start_adapter, attention_key(settings.attention, settings.compile), precision)
+                                base_model_info, start_adapter, attention_key(settings.attention, settings.compile),
+                                precision)
 
 
 def reference_logps(train_pairs: list[dict], val_pairs: list[dict], base_model: Path, base_model_info: dict,
