@@ -5,7 +5,7 @@ more than most single changes gain; so each change is timed here as A, B, A, B, 
 the same process, and the ratio of the medians is reported (drift hits both sides alike).
 
 The set-up of ``train_vs_peers.py``: SmolLM2-135M-Instruct in bf16, LoRA r=16 on all linear layers (fp32
-weights, bf16 autocast, peft's input casts off, fp32 attention: the engine's numerics), micro-batches of 8
+weights, bf16 autocast, peft's input casts off, fp32 attention: the engine's numerics), micro-batches of 8 (``--rows``)
 of the book's training rows, in our length-grouped order. The changes:
 
 * ``fused_adamw``: one AdamW step over the 420 LoRA tensors with ``fused=True`` (``train.optimizer:
@@ -21,6 +21,9 @@ of the book's training rows, in our length-grouped order. The changes:
 * ``compiled_attention``: with the layers compiled, the forward + backward with transformers' matmul attention
   (``eager``: bf16 matmuls around an fp32 softmax, which inductor fuses into the layer; what ``attention: auto``
   picks under ``compile`` for rows of up to 128 tokens) against ``sdpa_fp32``'s flash kernel.
+* ``head_loss`` / ``compiled_head_loss``: the forward + backward with the chunked cross-entropy over the frozen
+  LM head (:mod:`llm_finetune.training.head_loss`) against all trained positions' fp32 logits at once and
+  ``F.cross_entropy`` (``plain_head_loss``), eager, then with the layers and the head loss compiled.
 
 Changes measured here and dropped (``benchmarks/README.md`` has their figures) are not kept in the code.
 
@@ -61,24 +64,50 @@ def lora_model(folder: str):
     return model.train()
 
 
-def batches(rows: list[dict], count: int) -> list[dict]:
+def batches(rows: list[dict], count: int, size: int = BATCH) -> list[dict]:
     from llm_finetune.tokens.packing import PadCollator
     from llm_finetune.training.batching import ShuffledLengthGroupedSampler
 
-    order = list(ShuffledLengthGroupedSampler([len(r["input_ids"]) for r in rows], BATCH, 123))
+    order = list(ShuffledLengthGroupedSampler([len(r["input_ids"]) for r in rows], size, 123))
     collate = PadCollator(pad_token_id=0, attention_mask=False)
-    return [collate([rows[i] for i in order[k * BATCH:(k + 1) * BATCH]]) for k in range(count)]
+    return [collate([rows[i] for i in order[k * size:(k + 1) * size]]) for k in range(count)]
 
 
-def forward_backward(model, data: list[dict]) -> float:
+def forward_backward(model, data: list[dict], loss=None) -> float:
     from llm_finetune.models.precision import compute_context
     from llm_finetune.training.numerics import trained_token_loss
 
     started = time.perf_counter()
     with compute_context(model, "bf16"):
         for batch in data:
-            trained_token_loss(model, batch).backward()
+            (loss or trained_token_loss)(model, batch).backward()
     return time.perf_counter() - started
+
+
+def plain_head_loss(model, batch: dict):
+    """The training loss without :mod:`llm_finetune.training.head_loss`: all trained positions' fp32 logits at
+    once, then ``F.cross_entropy`` (what ``trained_token_loss`` ran before the chunked head loss)."""
+    import torch.nn.functional as F
+
+    from llm_finetune.tokens.conversations import IGNORE_INDEX
+    from llm_finetune.training.numerics import trained_logits
+
+    targets = batch["labels"][:, 1:]
+    trained = targets != IGNORE_INDEX
+    return F.cross_entropy(trained_logits(model, batch, trained), targets[trained], reduction="sum") / trained.sum()
+
+
+def head_loss_ab(model, data: list[dict], rounds: int) -> tuple[dict, dict]:
+    """The chunked head loss against :func:`plain_head_loss`, eager and with the layers (and it) compiled."""
+    from llm_finetune.training.compile import compiled_layers
+
+    def pair():
+        return interleaved(lambda: forward_backward(model, data, plain_head_loss),
+                           lambda: forward_backward(model, data), rounds)
+
+    eager_result = pair()
+    with compiled_layers(model, True):
+        return eager_result, pair()
 
 
 def attention_pass(model, attention: str, data: list[dict]) -> float:
@@ -141,6 +170,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=BATCH, help="rows per micro-batch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
@@ -152,7 +182,7 @@ def main() -> int:
     data, _ = prepared
     model = lora_model(data["model"])
     load_before = uptime()
-    data_batches = batches(data["train"], args.batches)
+    data_batches = batches(data["train"], args.batches, args.rows)
     forward_backward_s = statistics.median(forward_backward(model, data_batches) for _ in range(args.rounds))
     trainable = [p for p in model.parameters() if p.requires_grad]
     for parameter in trainable:
@@ -167,11 +197,12 @@ def main() -> int:
                                             lambda: attention_pass(model, "sdpa", data_batches), args.rounds)
     results["bf16_attention"]["step_share"] = round(1 - 1 / results["bf16_attention"]["speedup"], 4)
     results["compile"], results["compiled_attention"] = compile_ab(model, data_batches, args.rounds)
-    for name in ("compile", "compiled_attention"):
+    results["head_loss"], results["compiled_head_loss"] = head_loss_ab(model, data_batches, args.rounds)
+    for name in ("compile", "compiled_attention", "head_loss", "compiled_head_loss"):
         results[name]["step_share"] = round(1 - 1 / results[name]["speedup"], 4)
     load_after = uptime()
     tokens = sum(int(b["input_ids"].numel()) for b in data_batches)
-    print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {BATCH} rows, {tokens} padded tokens; "
+    print(f"{len(trainable)} LoRA tensors; {args.batches} batches of {args.rows} rows, {tokens} padded tokens; "
           f"{args.threads} threads; forward + backward {forward_backward_s / len(data_batches):.3f} s a micro-batch "
           "(median)\n\n| change | A (without) median s | B (with) median s | B speed-up | share of a step saved |\n"
           "|---|---:|---:|---:|---:|")
@@ -184,7 +215,8 @@ def main() -> int:
     if not args.no_save:
         write_result(RESULT, {
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine({}),
-            "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "padded_tokens": tokens,
+            "threads": args.threads, "rounds": args.rounds, "batches": args.batches, "rows": args.rows,
+            "padded_tokens": tokens,
             "forward_backward_s_per_micro_batch": round(forward_backward_s / len(data_batches), 4),
             "load_before": load_before, "load_after": load_after, "results": results})
     return 0

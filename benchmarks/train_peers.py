@@ -19,13 +19,16 @@ from __future__ import annotations
 import time
 
 CUTOFF, BATCH, LR, SEED = 512, 8, 1e-3, 123
+TRAINING_PEAK_MB: list[float] = []  # VmHWM when val_loss starts: the training's peak, before the fp32 evaluation
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear", "task_type": "CAUSAL_LM"}
 
 
 def val_loss(model, rows: list[dict]) -> float:
     """Token-averaged cross-entropy on ``rows`` in fp32, right-padded batches of 8 (the same for everyone)."""
     import torch
+    from bench_machine import memory_mb
 
+    TRAINING_PEAK_MB.append(memory_mb())  # model.float() below copies a bf16 model to fp32: not training memory
     model = model.float().eval()
     total, count = 0.0, 0
     with torch.no_grad():

@@ -4,7 +4,8 @@ SmolLM2-135M-Instruct, LoRA r=16 / alpha 32 / dropout 0 (peft default) on all li
 training rows (``book_instruction_data.json``, ordered split), the book's Alpaca prompt, loss on
 the answer, cutoff 512, micro-batch 8, ``--steps`` optimizer steps for everyone, learning rate
 1e-3 (cosine, 10 warm-up steps, where a trainer has a schedule). Each configuration runs in its
-own fresh subprocess (peak RSS is ``VmHWM``), one after the other, on ``--threads`` threads:
+own fresh subprocess (peak RSS is ``VmHWM``: up to the end of training, and over the whole child, whose
+shared fp32 val loss casts a bf16 model to fp32 first), one after the other, on ``--threads`` threads:
 
 * **ours**: :func:`llm_finetune.training.train_model` with ``conf/base/parameters_sft.yml``'s
   ``train`` defaults (precision auto = bf16 here, length-grouped batches, our ``PadCollator``);
@@ -52,7 +53,7 @@ import tempfile
 from pathlib import Path
 
 from bench_machine import machine, memory_mb, uptime, write_result
-from train_peers import BATCH, CUTOFF, LORA, LR, RUNNERS, Meter, meter_callback, val_loss
+from train_peers import BATCH, CUTOFF, LORA, LR, RUNNERS, TRAINING_PEAK_MB, Meter, meter_callback, val_loss
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "real" / "book_instruction_data.json"
@@ -62,7 +63,8 @@ RESULT = REPO / "benchmarks" / "results" / "train_vs_peers.json"
 WORK = Path("/tmp/bench_train")
 TRL_PYTHON = "/tmp/trl-venv/bin/python"
 CONFIGS = ("ours", "ours_auto", "ours_book_optimizer", "trl_default", "trl_fp32", "trl_padding_free", "trl_packing",
-           "book", "book_bf16", "hf_group", "hf_bf16", "hf_bf16_batch16", "ours_compile", "ours_compile_auto")
+           "book", "book_bf16", "hf_group", "hf_bf16", "hf_bf16_batch16", "ours_compile", "ours_compile_auto",
+           "ours_compile_batch16")
 # the book loop's optimizer settings on our defaults: the val-loss check compares like with like
 BOOK_OPTIMIZER = {"lr_scheduler": "constant", "warmup_steps": 0, "weight_decay": 0.1}
 LABELS = {"ours": "ours (defaults)", "ours_auto": "ours, batch_size auto (probe time included)",
@@ -73,7 +75,8 @@ LABELS = {"ours": "ours (defaults)", "ours_auto": "ours, batch_size auto (probe 
           "hf_group": "HF Trainer, group_by_length (fp32)", "hf_bf16": "HF Trainer, group_by_length, bf16",
           "hf_bf16_batch16": "HF Trainer, group_by_length, bf16, micro-batch 16",
           "ours_compile": "ours, compile (its compilation included)",
-          "ours_compile_auto": "ours, compile + batch_size auto (compilation and probe included)"}
+          "ours_compile_auto": "ours, compile + batch_size auto (compilation and probe included)",
+          "ours_compile_batch16": "ours, compile, micro-batch 16 (compilation included)"}
 MARK = "RESULT "
 
 
@@ -174,10 +177,12 @@ def child(args) -> int:
     runners = RUNNERS | {"ours": child_ours, "ours_book_optimizer": lambda d, a: child_ours(d, a, BOOK_OPTIMIZER),
                          "ours_auto": lambda d, a: child_ours(d, a, {"batch_size": "auto"}),
                          "ours_compile": lambda d, a: child_ours(d, a, {"compile": True}),
-                         "ours_compile_auto": lambda d, a: child_ours(d, a, {"compile": True, "batch_size": "auto"})}
+                         "ours_compile_auto": lambda d, a: child_ours(d, a, {"compile": True, "batch_size": "auto"}),
+                         "ours_compile_batch16": lambda d, a: child_ours(d, a, {"compile": True, "batch_size": 16})}
     result = runners[args.child](data, args)
-    print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "torch": torch.__version__, "epoch": args.epoch},
-                            default=str))
+    training_peak = TRAINING_PEAK_MB[0] if TRAINING_PEAK_MB else memory_mb()
+    print(MARK + json.dumps(result | {"peak_rss_mb": memory_mb(), "training_peak_rss_mb": training_peak,
+                                      "torch": torch.__version__, "epoch": args.epoch}, default=str))
     return 0
 
 
@@ -204,9 +209,15 @@ def epoch_s(result: dict, trained_per_epoch: int) -> float:
     return round(trained_per_epoch / result["trained_tokens_per_s"] + probe + compiling, 1)
 
 
+def training_peak_mb(result: dict) -> float:
+    """Peak RSS up to the end of training (results written before that figure existed: the whole run's)."""
+    return result.get("training_peak_rss_mb", result["peak_rss_mb"])
+
+
 def table(results: dict, trained_per_epoch: int) -> list[str]:
     lines = ["| configuration | precision | epoch s | s/step | trained tokens | trained tokens/s "
-             "| peak RSS MB | val loss | ours / this (tokens/s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| peak RSS MB, training | peak RSS MB, with the fp32 val loss | val loss | ours / this (tokens/s) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     ours = results.get("ours", {}).get("trained_tokens_per_s")
     for name, r in results.items():
         if "error" in r:
@@ -215,7 +226,8 @@ def table(results: dict, trained_per_epoch: int) -> list[str]:
         ratio = f"{ours / r['trained_tokens_per_s']:.2f}x" if ours else ""
         lines.append(f"| {LABELS[name]} | {r['precision']} | {epoch_s(r, trained_per_epoch)} | {r['s_per_step']} "
                      f"| {r['trained_tokens']:,} "
-                     f"| {r['trained_tokens_per_s']:,.1f} | {r['peak_rss_mb']:,.0f} | {r['val_loss']} | {ratio} |")
+                     f"| {r['trained_tokens_per_s']:,.1f} | {training_peak_mb(r):,.0f} | {r['peak_rss_mb']:,.0f} "
+                     f"| {r['val_loss']} | {ratio} |")
     return lines
 
 
@@ -285,13 +297,18 @@ def main() -> int:
           f"{args.warmup + 1}), "
           f"batch {BATCH}, cutoff {CUTOFF}, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC")
     print("\n".join(table(results, dataset["trained_tokens_per_epoch"])))
+    leanest = min(peers, key=lambda name: training_peak_mb(peers[name]), default=None)
     against_fastest = {name: {"trained_tokens_per_s": round(r["trained_tokens_per_s"]
                                                             / peers[fastest]["trained_tokens_per_s"], 2),
-                              "epoch": round(epochs[fastest] / epochs[name], 2)}
+                              "epoch": round(epochs[fastest] / epochs[name], 2),
+                              "training_peak_rss_vs_lowest_peer": round(training_peak_mb(r)
+                                                                        / training_peak_mb(peers[leanest]), 3)}
                        for name, r in results.items() if fastest and name.startswith("ours") and "error" not in r}
     for name, ratio in against_fastest.items():
         print(f"\nfastest peer: {LABELS[fastest]}; {LABELS[name]} / it: {ratio['trained_tokens_per_s']}x trained "
-              f"tokens/s, projected epoch {epochs[name]} s against {epochs[fastest]} s ({ratio['epoch']}x)")
+              f"tokens/s, projected epoch {epochs[name]} s against {epochs[fastest]} s ({ratio['epoch']}x); "
+              f"training peak RSS {ratio['training_peak_rss_vs_lowest_peer']}x the lowest peer's ({LABELS[leanest]}, "
+              f"{training_peak_mb(peers[leanest]):,.0f} MB)")
     print(f"\nratios ours / peer: {json.dumps(ratios)}\nval loss vs the book loop's: {val_vs_book}\nMFU: {mfu}\nload before: {load_before}\nload after:  {load_after}")
     if not args.no_save:
         write_result(RESULT.with_name("train_vs_peers_epoch.json") if args.epoch else RESULT, {
@@ -300,6 +317,7 @@ def main() -> int:
             "learning_rate": LR, "lora": LORA, "threads": args.threads, "load_before": load_before,
             "load_after": load_after, "peak_gemm_tflops": gemm, "ours_mfu": mfu, "results": results,
             "ratios_ours_over_peer": ratios, "val_loss_vs_book": val_vs_book, "fastest_peer": fastest,
+            "lowest_training_peak_peer": leanest,
             "ours_over_fastest_peer": against_fastest,
             "projected_epoch_s": epochs,
             "book_optimizer_settings": BOOK_OPTIMIZER})

@@ -6,9 +6,10 @@ the same code on its own weights, so Dynamo traces one graph for all of them (se
 and with ``dynamic=True`` that graph serves every batch shape: length-grouped batches of every length do
 not recompile. Inside a layer the compiler fuses what eager mode runs op by op (RMSNorm, rotary
 embeddings, SiLU x up, residual adds, LoRA's scale and add, dtype casts) and drops the Python between
-them; the matrix multiplications stay the same kernels.
-On short rows ``attention: auto`` then trains with transformers' matmul attention, which inductor fuses
-into the layer too, instead of the flash kernel (:mod:`llm_finetune.training.attention`).
+them; the matrix multiplications stay the same kernels. The loss's chunk function over a frozen LM head
+is compiled as well (:func:`llm_finetune.training.head_loss.compiled_head_loss`). On short rows
+``attention: auto`` then trains with transformers' matmul attention, which inductor fuses into the layer
+too, instead of the flash kernel (:mod:`llm_finetune.training.attention`).
 
 Why not the Trainer's ``torch_compile``: it compiles ``model.forward``, which our objectives do not call
 (they call the decoder and compute the loss on the trained positions only), and it compiles per shape.
@@ -32,6 +33,8 @@ import shutil
 from contextlib import contextmanager
 
 import torch
+
+from llm_finetune.training.head_loss import compiled_head_loss
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +76,8 @@ def compiled_layers(model: torch.nn.Module, enabled: bool, where: str = "train")
     logger.info("Compiling %d %s layers with torch.compile at the first step (dynamic shapes: once for all batch "
                 "shapes)", len(layers), type(layers[0]).__name__)
     try:
-        yield len(layers)
+        with compiled_head_loss():
+            yield len(layers)
     finally:
         for layer in layers:
             layer._compiled_call_impl = None

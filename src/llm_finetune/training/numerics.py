@@ -9,7 +9,9 @@ loss (:func:`trained_token_loss`), DPO's sequence log-probs and held-out perplex
 (:func:`sequence_logps`) all go through :func:`trained_logits`; ``tests/training/test_numerics.py``
 pins the equality with the model's own loss. Only architectures whose logits are plainly
 ``lm_head(hidden)`` (optionally soft-capped, as in Gemma) take this path; any other model
-computes its logits itself (:func:`supports_trained_token_loss`).
+computes its logits itself (:func:`supports_trained_token_loss`). With a frozen head the training
+loss does not materialise the logits of all trained positions at once either: it runs a chunk at a
+time with its gradient taken on the way (:mod:`llm_finetune.training.head_loss`).
 
 The precision of every pass (bf16 autocast with peft's input casts off) is
 :func:`llm_finetune.models.precision.compute_context`.
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from llm_finetune.models.precision import compute_context
 from llm_finetune.tokens.conversations import IGNORE_INDEX
 from llm_finetune.tokens.packing import in_length_order
+from llm_finetune.training.head_loss import fusable_head_weight, head_cross_entropy
 
 # model_type values whose CausalLM forward is decoder -> lm_head(hidden) [-> final soft-cap], with no extra
 # loss terms (mixture-of-experts models add a router loss, so they are not listed)
@@ -45,28 +48,45 @@ def supports_trained_token_loss(model) -> bool:
             and getattr(causal, "model", None) is not None and causal.get_output_embeddings() is not None)
 
 
+def decoder_hidden(model, inputs: dict) -> torch.Tensor:
+    """The decoder's last hidden states for ``inputs`` (a model that :func:`supports_trained_token_loss`)."""
+    forward = {k: v for k, v in inputs.items() if k in FORWARD_KEYS}
+    return causal_lm(model).model(**forward, use_cache=False).last_hidden_state
+
+
 def trained_logits(model, inputs: dict, trained: torch.Tensor) -> torch.Tensor:
     """fp32 logits predicting each trained target (``trained``: a mask over ``labels[:, 1:]``)."""
-    forward = {k: v for k, v in inputs.items() if k in FORWARD_KEYS}
     if not supports_trained_token_loss(model):
+        forward = {k: v for k, v in inputs.items() if k in FORWARD_KEYS}
         return model(**forward, use_cache=False).logits[:, :-1][trained].float()
     causal = causal_lm(model)
-    hidden = causal.model(**forward, use_cache=False).last_hidden_state
-    logits = causal.get_output_embeddings()(hidden[:, :-1][trained]).float()
+    logits = causal.get_output_embeddings()(decoder_hidden(model, inputs)[:, :-1][trained]).float()
     cap = getattr(causal.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def fused_head(model) -> torch.Tensor | None:
+    """The LM head weight when the loss can run through :func:`head_cross_entropy` (a frozen plain head, no
+    soft-cap), else None."""
+    if not supports_trained_token_loss(model) or getattr(causal_lm(model).config, "final_logit_softcapping", None):
+        return None
+    return fusable_head_weight(causal_lm(model).get_output_embeddings())
 
 
 def trained_token_loss(model, inputs: dict, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
     """Sum of next-token cross-entropies at the trained positions of ``inputs``.
 
     Divided by ``num_items_in_batch`` (the trained tokens of all accumulated micro-batches) when
-    given, else by this batch's trained tokens (a mean, as for evaluation).
+    given, else by this batch's trained tokens (a mean, as for evaluation). A frozen head goes
+    through :func:`llm_finetune.training.head_loss.head_cross_entropy` (chunked, the same numbers).
     """
     targets = inputs["labels"][:, 1:]
     trained = targets != IGNORE_INDEX
-    total = F.cross_entropy(trained_logits(model, inputs, trained), targets[trained], reduction="sum")
     divisor = num_items_in_batch if num_items_in_batch is not None else trained.sum().clamp(min=1)
+    head = fused_head(model)
+    if head is not None:
+        return head_cross_entropy(decoder_hidden(model, inputs)[:, :-1][trained], head, targets[trained], divisor)
+    total = F.cross_entropy(trained_logits(model, inputs, trained), targets[trained], reduction="sum")
     return total / divisor
 
 
