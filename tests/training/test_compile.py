@@ -83,3 +83,31 @@ def test_what_compile_needs_fails_in_preflight(monkeypatch):
         train_settings({"compile": True, "gradient_checkpointing": True}, "sft.train")
     with pytest.raises(ValueError, match="trainer_args.torch_compile is set by compile"):
         train_settings({"trainer_args": {"torch_compile": True}})
+
+
+def test_the_memory_budget_makes_the_compiled_layers_save_fewer_activation_bytes(rows, tiny_model_dir):
+    from llm_finetune.models.precision import compute_context
+    from llm_finetune.models.tuning import prepare_model
+    from llm_finetune.tokens.packing import PadCollator
+    from llm_finetune.training.compile import compiled_layers
+    from llm_finetune.training.numerics import trained_token_loss
+
+    model, _, _ = prepare_model(tiny_model_dir, "lora", PARAMS["lora"] | {"target_modules": "all-linear"}, {}, "fp32")
+    batch = PadCollator(pad_token_id=0, attention_mask=False)(rows["train"][:4])
+    saved = {}
+    for budget in (1.0, 0.1):
+        torch._dynamo.reset()
+        sizes = []
+
+        def pack(tensor):
+            sizes.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with compiled_layers(model, True, memory_budget=budget), compute_context(model, "fp32"):
+            trained_token_loss(model, batch).backward()  # compiles: forward and backward graphs partitioned
+            assert torch._functorch.config.activation_memory_budget == budget
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+                trained_token_loss(model, batch).backward()
+        saved[budget] = sum(sizes)
+    assert torch._functorch.config.activation_memory_budget == 1.0  # restored on leaving
+    assert saved[0.1] < 0.9 * saved[1.0], saved

@@ -101,3 +101,9 @@ def test_the_training_loss_of_a_lora_model_takes_the_fused_path_and_a_trained_he
     assert type(loss.grad_fn).__name__ != "_HeadCrossEntropyBackward"
     loss.backward()
     assert full.get_output_embeddings().weight.grad is not None
+
+
+def test_a_batch_without_trained_positions_gives_zero_loss_and_an_empty_gradient():
+    hidden, weight, _ = inputs(0)
+    loss, grad = loss_and_grad(head_cross_entropy, hidden, weight, torch.zeros(0, dtype=torch.long), 1)
+    assert loss.item() == 0.0 and grad.shape == (0, HIDDEN)

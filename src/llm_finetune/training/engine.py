@@ -132,7 +132,7 @@ def fit_in_process(objective: Objective, train_rows: list[dict], val_rows: list[
     eval_rows = [objective.row(r) for r in val_rows]
     attention, model_attention = use_training_attention(model, settings.attention, precision, settings.compile,
                                                         objective.longest_sequence(rows + eval_rows))
-    with (compiled_layers(model, settings.compile, settings_key) as compiled,
+    with (compiled_layers(model, settings.compile, settings_key, settings.compile_memory_budget) as compiled,
           tempfile.TemporaryDirectory(prefix="llm-finetune-trainer-") as scratch):
         # auto measures inside the block: the speed of the (compiled) layers the run will have
         if settings.batch_size == "auto":

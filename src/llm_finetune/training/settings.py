@@ -152,6 +152,9 @@ class TrainSettings(_Strict):
     # torch.compile the decoder layers for the training steps (training/compile.py): ~1.2x faster steps on CPU
     # after a compilation at the first step (~45 s on 2 cores, seconds from a warm cache); pays off on long runs
     compile: bool = False
+    # under compile: the share of a layer's activations kept for the backward pass, the rest recomputed
+    # (torch's activation_memory_budget; 0.5: 13-15 % lower training peak RSS, no slower steps measured on CPU)
+    compile_memory_budget: float = Field(0.5, gt=0, le=1)
     neftune_noise_alpha: float | None = Field(None, gt=0)
     early_stopping: EarlyStoppingSettings | None = None
     lora: LoraSettings = LoraSettings()
