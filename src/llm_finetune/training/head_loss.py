@@ -69,9 +69,9 @@ def _compiled_kernels() -> tuple:
 
 
 @contextmanager
-def compiled_head_loss(enabled: bool = True):
+def compiled_head_loss():
     """Within the block :func:`head_cross_entropy` runs its chunk functions compiled (``train.compile``)."""
-    token = _KERNELS.set(_compiled_kernels() if enabled else None)
+    token = _KERNELS.set(_compiled_kernels())
     try:
         yield
     finally:
